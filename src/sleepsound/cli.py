@@ -1,0 +1,255 @@
+"""The ``sleepsound`` command line: a thin layer over the library.
+
+Options left unset fall back to the defaults in :mod:`sleepsound.config` (the only place they
+live); the CLI passes on only what the user set.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sleepsound.config import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR, RESULTS_DIR
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+report_app = typer.Typer(no_args_is_help=True, help="Execute a report notebook, save figures.")
+fetch_app = typer.Typer(no_args_is_help=True, help="Download a public dataset.")
+app.add_typer(report_app, name="report")
+app.add_typer(fetch_app, name="fetch")
+out = Console()
+
+
+def _set(**kwargs) -> dict:
+    """Only the options the user actually gave."""
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _fail(err: Exception) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+    raise typer.Exit(2)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@app.command()
+def synth(
+    out_dir: Path = typer.Option(DEFAULT_DATA_DIR, "--out", help="Output folder."),
+    clips: int | None = typer.Option(None, help="Number of clips (all splits, all labels)."),
+    seed: int = typer.Option(0, help="Random seed: the same seed gives the same files."),
+    night: float | None = typer.Option(
+        None, help="Instead of clips, write one night recording of this many hours."
+    ),
+) -> None:
+    """Write the embedded synthetic earable dataset (DreamCatcher layout) or a synthetic night."""
+    from sleepsound.data import synth as gen
+
+    if night is not None:
+        info = gen.generate_night(out_dir, hours=night, seed=seed)
+        out.print(f"night of {night} h -> {out_dir} ({info.get('n_events', '?')} events)")
+        return
+    info = gen.generate_dataset(out_dir, **_set(n_clips=clips), seed=seed)
+    out.print(f"{info['n_clips']} clips -> {out_dir}")
+
+
+@app.command()
+def preprocess(
+    data: Path = typer.Option(DEFAULT_DATA_DIR, "--data", help="Audio folder {split}/{label}/."),
+    cache_dir: Path = typer.Option(DEFAULT_CACHE_DIR, "--cache-dir"),
+    splits: str | None = typer.Option(None, help="Comma list, default all three."),
+    classes: str | None = typer.Option(None, help="Task classes, default quiet,breathe,snore."),
+    channels: str | None = typer.Option(None, help="mean | in_ear | outer | both."),
+    workers: int | None = typer.Option(None, help="Processes, default all cores."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Reuse valid caches."),
+    invalid_audio: str | None = typer.Option(None, help="skip (default) | error."),
+) -> None:
+    """Audio folder -> HDF5 log-mel cache ({split}.h5), resumable and validated."""
+    from sleepsound.config import PreprocessConfig
+    from sleepsound.features.cache import preprocess as run
+
+    try:
+        cfg = PreprocessConfig(
+            data_dir=data,
+            cache_dir=cache_dir,
+            skip_existing=skip_existing,
+            **_set(
+                splits=tuple(splits.split(",")) if splits else None,
+                classes=classes,
+                channels=channels,
+                workers=workers,
+                invalid_audio=invalid_audio,
+            ),
+        )
+        results = run(cfg)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    total = sum(r.n_clips + r.n_invalid for r in results if not r.reused)
+    seconds = sum(r.seconds for r in results if not r.reused)
+    if total:
+        out.print(f"preprocessed {total} files in {seconds:.1f} s: {total / seconds:.0f} clips/s")
+
+
+@fetch_app.command("dreamcatcher")
+def fetch_dreamcatcher(
+    revision: str | None = typer.Option(None, help="Hub revision, default the pinned one."),
+    splits: str | None = typer.Option(None, help="Comma list, default all three."),
+    out_dir: Path = typer.Option(Path("data") / "dreamcatcher", "--out"),
+) -> None:
+    """Fetch the gated DreamCatcher audio archives, verify and extract them safely."""
+    from sleepsound.data import fetch
+
+    try:
+        result = fetch.fetch_dreamcatcher(
+            out_dir, **_set(revision=revision, splits=tuple(splits.split(",")) if splits else None)
+        )
+    except fetch.FetchError as err:
+        _fail(err)
+    except Exception as err:  # archive errors and the like: message names the member
+        _fail(err)
+    if result.already_present:
+        out.print(f"everything already present in {out_dir}: nothing to do")
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _train_config(**kwargs):
+    from sleepsound.config import TrainConfig
+
+    model_kwargs = kwargs.pop("model_kwargs", None)
+    if model_kwargs:
+        kwargs["model_kwargs"] = json.loads(model_kwargs)
+    return TrainConfig(**_set(**kwargs))
+
+
+_TRAIN_OPTIONS = dict(
+    cache_dir=typer.Option(DEFAULT_CACHE_DIR, "--cache-dir"),
+    run_name=typer.Option(None, help="Default: model, kwargs and seed."),
+    model_kwargs=typer.Option(None, help='JSON, e.g. \'{"r": 8, "k": 3}\'.'),
+    epochs=typer.Option(None),
+    batch_size=typer.Option(None),
+    lr=typer.Option(None),
+    weight_decay=typer.Option(None),
+    grad_clip=typer.Option(None, help="Max gradient norm, 0 = off."),
+    class_weights=typer.Option(None, help="reference | balanced | none | 1.0,1.5,5.5"),
+    patience=typer.Option(None),
+    seed=typer.Option(None),
+    device=typer.Option(None, help="auto | cpu | cuda | mps"),
+    frames=typer.Option(None, help="bucket (crop padding) | full (all 501 frames)"),
+    results_dir=typer.Option(RESULTS_DIR, "--results-dir"),
+    resume=typer.Option(False, "--resume", help="Continue from the last checkpoint."),
+)
+
+
+@app.command()
+def train(
+    model: str = typer.Option(..., help="tinycnn | crnn | tinycnn_cbam"),
+    cache_dir: Path = _TRAIN_OPTIONS["cache_dir"],
+    run_name: str | None = _TRAIN_OPTIONS["run_name"],
+    model_kwargs: str | None = _TRAIN_OPTIONS["model_kwargs"],
+    epochs: int | None = _TRAIN_OPTIONS["epochs"],
+    batch_size: int | None = _TRAIN_OPTIONS["batch_size"],
+    lr: float | None = _TRAIN_OPTIONS["lr"],
+    weight_decay: float | None = _TRAIN_OPTIONS["weight_decay"],
+    grad_clip: float | None = _TRAIN_OPTIONS["grad_clip"],
+    class_weights: str | None = _TRAIN_OPTIONS["class_weights"],
+    patience: int | None = _TRAIN_OPTIONS["patience"],
+    seed: int | None = _TRAIN_OPTIONS["seed"],
+    device: str | None = _TRAIN_OPTIONS["device"],
+    frames: str | None = _TRAIN_OPTIONS["frames"],
+    results_dir: Path = _TRAIN_OPTIONS["results_dir"],
+    resume: bool = _TRAIN_OPTIONS["resume"],
+) -> None:
+    """Train one model on the cache; writes results/runs/<run_name>/ and a leaderboard row."""
+    from sleepsound.training.train import train_run
+
+    options = {k: v for k, v in locals().items() if k not in ("resume", "train_run")}
+    try:
+        train_run(_train_config(**options), resume=resume)
+    except (ValueError, OSError) as err:
+        _fail(err)
+
+
+@app.command()
+def distill(
+    teacher_run: Path = typer.Option(..., "--teacher-run", help="Run dir of the teacher."),
+    student: str = typer.Option(..., help="Student model name."),
+    alpha: float = typer.Option(..., help="Weight of the distillation term."),
+    tau: float = typer.Option(..., help="Temperature."),
+    cache_dir: Path = _TRAIN_OPTIONS["cache_dir"],
+    run_name: str | None = _TRAIN_OPTIONS["run_name"],
+    model_kwargs: str | None = _TRAIN_OPTIONS["model_kwargs"],
+    epochs: int | None = _TRAIN_OPTIONS["epochs"],
+    batch_size: int | None = _TRAIN_OPTIONS["batch_size"],
+    lr: float | None = _TRAIN_OPTIONS["lr"],
+    weight_decay: float | None = _TRAIN_OPTIONS["weight_decay"],
+    grad_clip: float | None = _TRAIN_OPTIONS["grad_clip"],
+    class_weights: str | None = _TRAIN_OPTIONS["class_weights"],
+    patience: int | None = _TRAIN_OPTIONS["patience"],
+    seed: int | None = _TRAIN_OPTIONS["seed"],
+    device: str | None = _TRAIN_OPTIONS["device"],
+    frames: str | None = _TRAIN_OPTIONS["frames"],
+    results_dir: Path = _TRAIN_OPTIONS["results_dir"],
+    resume: bool = _TRAIN_OPTIONS["resume"],
+) -> None:
+    """Distil a teacher run into a student (teacher logits computed once and stored)."""
+    from sleepsound.training.train import train_run
+
+    options = {k: v for k, v in locals().items() if k not in ("resume", "train_run", "student")}
+    try:
+        train_run(_train_config(model=student, **options), resume=resume)
+    except (ValueError, OSError) as err:
+        _fail(err)
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Option(..., "--run", help="Run directory."),
+    split: str = typer.Option("test"),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir"),
+) -> None:
+    """Re-evaluate a saved run's best checkpoint on a split."""
+    from sleepsound.training.train import evaluate_run
+
+    try:
+        m = evaluate_run(run, split, cache_dir)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    table = Table(title=f"{run.name} on {split}")
+    for key in ("loss", "acc", "balanced_acc", "macro_f1", "macro_precision", "macro_recall"):
+        table.add_row(key, f"{m[key]:.4f}")
+    out.print(table)
+    out.print(json.dumps(m["per_class"], indent=1))
+
+
+LEADERBOARD_VIEW = ["run_name", "params", "val_macro_f1", "test_macro_f1", "test_acc",
+                    "latency_median_ms", "epochs_ran", "duration_s", "collapsed"]  # fmt: skip
+
+
+@app.command()
+def leaderboard(results_dir: Path = typer.Option(RESULTS_DIR, "--results-dir")) -> None:
+    """Print results/leaderboard.csv as a table, best test macro-F1 first."""
+    from sleepsound.reports.leaderboard import read_leaderboard
+
+    rows = read_leaderboard(results_dir / "leaderboard.csv")
+    if not rows:
+        _fail(FileNotFoundError(f"{results_dir / 'leaderboard.csv'}: no finished runs yet"))
+    rows.sort(key=lambda r: -float(r["test_macro_f1"]))
+    table = Table(title=f"{results_dir / 'leaderboard.csv'} ({rows[0]['data_source']})")
+    for col in LEADERBOARD_VIEW:
+        table.add_column(col, justify="left" if col == "run_name" else "right")
+    for r in rows:
+        table.add_row(*[_fmt(r[c]) for c in LEADERBOARD_VIEW])
+    out.print(table)
+
+
+def _fmt(value: str) -> str:
+    try:
+        f = float(value)
+    except ValueError:
+        return value
+    return f"{f:,.0f}" if f.is_integer() and abs(f) >= 10 else f"{f:.4g}"

@@ -1,0 +1,101 @@
+"""Configuration, validated in one place. Field defaults ARE the project's defaults: the
+reference training policy (Adam 1e-3, weight decay 1e-5, batch 64, 50 epochs, patience 5,
+seed 42, class weights 1.0/1.5/5.5) lives here and nowhere else. The CLI passes only what the
+user set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sleepsound.taxonomy import DEFAULT_CLASSES, parse_classes
+
+RESULTS_DIR = Path("results")
+CACHE_SUBDIR = Path("cache") / "spectrograms"
+DEFAULT_CACHE_DIR = RESULTS_DIR / CACHE_SUBDIR
+DEFAULT_DATA_DIR = Path("data") / "synthetic"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class PreprocessConfig(Strict):
+    data_dir: Path = DEFAULT_DATA_DIR
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    splits: tuple[str, ...] = ("train", "validation", "test")
+    classes: tuple[str, ...] = DEFAULT_CLASSES
+    channels: Literal["mean", "in_ear", "outer", "both"] = "mean"
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    skip_existing: bool = False
+    invalid_audio: Literal["skip", "error"] = "skip"
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes(cls, v):
+        return parse_classes(v)
+
+
+class TrainConfig(Strict):
+    """One training run. ``teacher_run``/``alpha``/``tau`` make it a distillation run."""
+
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    model: str = "tinycnn"
+    model_kwargs: dict = Field(default_factory=dict)
+    run_name: str | None = None
+    results_dir: Path = RESULTS_DIR
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    grad_clip: float = Field(0.0, ge=0)  # 0: no clipping
+    class_weights: str = "reference"  # "reference" | "balanced" | "none" | "1.0,1.5,5.5"
+    patience: int = Field(5, ge=1)
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # Input length policy: "bucket" crops each clip's padding to a multiple of bucket_frames
+    # (the same for a clip wherever it is used); "full" feeds all 501 frames as the reference.
+    frames: Literal["bucket", "full"] = "bucket"
+    bucket_frames: int = Field(50, ge=1)
+    threads: int | None = Field(None, ge=1)
+    # knowledge distillation
+    teacher_run: Path | None = None
+    alpha: float | None = Field(None, ge=0, le=1)
+    tau: float | None = Field(None, gt=0)
+
+    @field_validator("class_weights")
+    @classmethod
+    def _weights(cls, v: str) -> str:
+        v = v.strip()
+        if v in ("reference", "balanced", "none"):
+            return v
+        try:
+            values = [float(x) for x in v.split(",")]
+        except ValueError as exc:
+            raise ValueError(
+                f"class weights must be 'reference', 'balanced', 'none' or numbers, got {v!r}"
+            ) from exc
+        if any(w <= 0 for w in values):
+            raise ValueError(f"class weights must be positive, got {v!r}")
+        return ",".join(str(w) for w in values)
+
+    @model_validator(mode="after")
+    def _kd(self):
+        kd = [self.teacher_run is not None, self.alpha is not None, self.tau is not None]
+        if any(kd) and not all(kd):
+            raise ValueError("distillation needs teacher_run, alpha and tau together")
+        return self
+
+    @property
+    def is_distillation(self) -> bool:
+        return self.teacher_run is not None
+
+    def default_run_name(self) -> str:
+        parts = [self.model] + [f"{k}{v}" for k, v in sorted(self.model_kwargs.items())]
+        if self.is_distillation:
+            parts.append(f"kd-a{self.alpha:g}-t{self.tau:g}")
+        parts.append(f"s{self.seed}")
+        return "_".join(parts)

@@ -1,0 +1,1 @@
+"""Log-mel features and the HDF5 spectrogram cache."""

@@ -1,0 +1,81 @@
+"""Knowledge distillation: the loss, and teacher outputs computed once and stored.
+
+loss = alpha * tau^2 * KL(softmax(teacher / tau) || softmax(student / tau))
+       + (1 - alpha) * weighted cross-entropy
+
+The teacher never runs inside the training loop: its logits over the training split are computed
+once per (teacher checkpoint, cache) and stored under
+``results/cache/teacher_logits/<teacher sha>_<cache fingerprint>.npy``; a changed teacher or
+cache gives a new key, so a stale file is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sleepsound.progress import say
+from sleepsound.training.checkpoint import load_model
+from sleepsound.training.data import SplitData
+
+
+def kd_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    target: torch.Tensor,
+    alpha: float,
+    tau: float,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    soft = F.kl_div(
+        F.log_softmax(student / tau, dim=-1),
+        F.softmax(teacher / tau, dim=-1),
+        reduction="batchmean",
+    )
+    hard = F.cross_entropy(student, target, weight=weight)
+    return alpha * tau**2 * soft + (1 - alpha) * hard
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def teacher_checkpoint(teacher_run: Path) -> Path:
+    return Path(teacher_run) / "checkpoints" / "best.pt"
+
+
+def teacher_logits(
+    teacher_run: Path, split: SplitData, store_dir: Path, predict_fn, batch_size: int = 256
+) -> tuple[np.ndarray, Path, bool]:
+    """Teacher logits [N, K] for every row of ``split``; returns (logits, file, reused)."""
+    ckpt_path = teacher_checkpoint(teacher_run)
+    key = f"{file_sha256(ckpt_path)[:16]}_{split.info.attrs['fingerprint'][:16]}_{split.path.stem}"
+    store = Path(store_dir) / f"{key}.npy"
+    if store.is_file():
+        logits = np.load(store)
+        if logits.shape[0] == len(split):
+            return logits, store, True
+    model, ckpt = load_model(ckpt_path)
+    if tuple(ckpt["classes"]) != split.classes:
+        raise ValueError(
+            f"teacher {teacher_run} was trained on classes {ckpt['classes']}, "
+            f"the cache has {list(split.classes)}"
+        )
+    say(f"computing teacher logits once: {teacher_run} over {split.path} ({len(split)} clips)")
+    logits = predict_fn(
+        model, split, batch_size, ckpt.get("frames", "bucket"), ckpt.get("bucket_frames", 50)
+    )
+    store.parent.mkdir(parents=True, exist_ok=True)
+    tmp = store.with_name(f".{store.stem}.tmp.npy")
+    np.save(tmp, logits.astype(np.float32))
+    os.replace(tmp, store)
+    return logits, store, False

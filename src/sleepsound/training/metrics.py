@@ -1,0 +1,60 @@
+"""Classification metrics from a confusion matrix: the one implementation every stage uses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Rows true, columns predicted."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    return cm
+
+
+def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b > 0)
+
+
+def metrics_from_confusion(cm: np.ndarray, classes: Sequence[str]) -> dict:
+    """Accuracy, balanced accuracy, macro P/R/F1 and per-class P/R/F1/support.
+
+    Classes absent from y_true still count in the macro averages with recall 0 (as
+    scikit-learn does with zero_division=0), so missing a class is never rewarded.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    precision = _safe_div(tp, predicted)
+    recall = _safe_div(tp, support)
+    f1 = _safe_div(2 * precision * recall, precision + recall)
+    present = support > 0
+    total = cm.sum()
+    return {
+        "n": int(total),
+        "acc": float(tp.sum() / total) if total else 0.0,
+        "balanced_acc": float(recall[present].mean()) if present.any() else 0.0,
+        "macro_f1": float(f1.mean()),
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(classes)
+        },
+        "collapsed": bool((predicted > 0).sum() <= 1),
+    }
+
+
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]
+) -> tuple[dict, np.ndarray]:
+    cm = confusion_matrix(y_true, y_pred, len(classes))
+    return metrics_from_confusion(cm, classes), cm

@@ -1,0 +1,356 @@
+"""Training one model on the cache: read it top to bottom.
+
+    run_dir = train_run(TrainConfig(model="tinycnn", cache_dir="results/cache/spectrograms"))
+
+Adam, class-weighted cross-entropy (or the distillation loss), early stopping on validation
+macro-F1, best and last checkpoints, model selection on validation only, then ONE test
+evaluation with the best checkpoint. Each epoch's shuffling comes from (seed, epoch), and
+``last.pt`` holds model, optimizer, RNG and early-stopping state, so ``resume=True`` after an
+interruption reaches exactly the result of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sleepsound.config import TrainConfig
+from sleepsound.features.cache import CacheError
+from sleepsound.models import create_model
+from sleepsound.models.profile import deployment_figures
+from sleepsound.progress import progress_bar, say
+from sleepsound.taxonomy import default_class_weights
+from sleepsound.training import artifacts as art
+from sleepsound.training.checkpoint import checkpoint_payload, load_checkpoint, save_checkpoint
+from sleepsound.training.data import SplitData
+from sleepsound.training.distill import kd_loss, teacher_checkpoint, teacher_logits
+from sleepsound.training.metrics import classification_metrics
+
+EPOCH_FIELDS = [
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_acc",
+    "val_balanced_acc",
+    "val_macro_f1",
+    "seconds",
+    "samples_per_s",
+]
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def class_weights(spec: str, train: SplitData) -> list[float]:
+    """'reference' (1.0/1.5/5.5 on the reference task, else balanced), 'balanced', 'none' or
+    explicit numbers; 'balanced' = n / (K * count_k) over the training split."""
+    k = len(train.classes)
+    if spec == "reference":
+        ref = default_class_weights(train.classes)
+        spec = "balanced" if ref is None else ",".join(map(str, ref))
+    if spec == "none":
+        return [1.0] * k
+    if spec == "balanced":
+        counts = np.bincount(train.labels, minlength=k).astype(float)
+        return [float(len(train.labels) / (k * max(c, 1.0))) for c in counts]
+    values = [float(w) for w in spec.split(",")]
+    if len(values) != k:
+        raise ValueError(f"{len(values)} class weights given for {k} classes {train.classes}")
+    return values
+
+
+@torch.inference_mode()
+def predict(
+    model,
+    split: SplitData,
+    batch_size: int,
+    frames: str,
+    bucket: int,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Logits [N, K] for every row of the split, in row order."""
+    model.eval()
+    out = np.zeros((len(split), model.config["n_classes"]), dtype=np.float32)
+    for batch in split.batches(batch_size, frames, bucket):
+        out[batch.index] = model(batch.x.to(device)).float().cpu().numpy()
+    return out
+
+
+def evaluate(
+    model, split: SplitData, cfg: TrainConfig, weight: torch.Tensor, device: torch.device
+) -> tuple[dict, np.ndarray]:
+    logits = predict(model, split, max(cfg.batch_size, 256), cfg.frames, cfg.bucket_frames, device)
+    y = torch.from_numpy(split.labels)
+    loss = F.cross_entropy(torch.from_numpy(logits), y, weight=weight.cpu()).item()
+    metrics, cm = classification_metrics(split.labels, logits.argmax(1), split.classes)
+    metrics["loss"] = loss
+    return metrics, cm
+
+
+def load_splits(cfg: TrainConfig) -> tuple[SplitData, SplitData]:
+    cache = Path(cfg.cache_dir)
+    train = SplitData(cache / "train.h5")
+    val = SplitData(cache / "validation.h5")
+    for other in (val,):
+        if other.classes != train.classes or other.n_channels != train.n_channels:
+            raise CacheError(
+                f"{other.path}: classes/channels {other.classes}/{other.n_channels} differ from "
+                f"{train.path}: {train.classes}/{train.n_channels}"
+            )
+    return train, val
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train, select on validation, test once, write every artifact; returns the run dir."""
+    t_start = time.perf_counter()
+    run_name = cfg.run_name or cfg.default_run_name()
+    run_dir = Path(cfg.results_dir) / "runs" / run_name
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    train, val = load_splits(cfg)
+    classes = train.classes
+    weights = class_weights(cfg.class_weights, train)
+    weight = torch.tensor(weights, dtype=torch.float32, device=device)
+
+    model = create_model(cfg.model, len(classes), in_channels=train.n_channels, **cfg.model_kwargs)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    resolved = {
+        **cfg.model_dump(mode="json"),
+        "run_name": run_name,
+        "classes": list(classes),
+        "n_channels": train.n_channels,
+        "channels": train.info.attrs.get("channels", "mean"),
+        "class_weight_values": weights,
+        "input_scaling": checkpoint_payload(model, classes, cfg.frames, cfg.bucket_frames)[
+            "input_scaling"
+        ],
+        "data_source": train.info.source,
+        "cache_fingerprints": {s.path.stem: s.info.attrs["fingerprint"] for s in (train, val)},
+    }
+    teacher = None
+    if cfg.is_distillation:
+        teacher, store, reused = teacher_logits(
+            cfg.teacher_run, train, Path(cfg.results_dir) / "cache" / "teacher_logits", predict
+        )
+        resolved["teacher_checkpoint"] = str(teacher_checkpoint(cfg.teacher_run))
+        resolved["teacher_logits"] = str(store)
+        say(f"teacher logits {'reused from' if reused else 'stored in'} {store}")
+        teacher = torch.from_numpy(teacher)
+
+    # -- state: fresh, or resumed from last.pt
+    state = {
+        "epoch": 0,
+        "best_f1": -1.0,
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "history": [],
+        "stopped_early": False,
+        "train_seconds": 0.0,
+        "train_samples": 0,
+    }
+    last_path = run_dir / "checkpoints" / "last.pt"
+    if resume and art.run_status(run_dir) == "complete":
+        say(f"{run_dir}: already complete")
+        return run_dir
+    if resume and last_path.is_file():
+        saved_cfg = art.read_json(run_dir / "config.json")
+        resolved = json.loads(json.dumps(resolved, default=str))
+        if saved_cfg != resolved:
+            changed = sorted(k for k in resolved if saved_cfg.get(k) != resolved[k])
+            raise ValueError(f"{run_dir}: cannot resume, the config differs in {changed}")
+        ckpt = load_checkpoint(last_path)
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        state = ckpt["state"]
+        art.set_status(run_dir, "running")
+        say(f"{run_dir}: resuming after epoch {state['epoch']}")
+    else:
+        art.fresh_run_dir(run_dir)
+        art.write_json(run_dir / "config.json", resolved)
+        art.write_json(run_dir / "env.json", art.environment(str(device)))
+
+    def payload(**extra):
+        return checkpoint_payload(
+            model, classes, cfg.frames, cfg.bucket_frames, channels=resolved["channels"], **extra
+        )
+
+    crash_after = int(os.environ.get("SLEEPSOUND_TEST_CRASH_AFTER_EPOCHS", "0"))
+    say(
+        f"training {run_name}: {cfg.model} on {len(train)} clips, classes {list(classes)}, "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters, device {device}"
+    )
+
+    # -- the loop
+    while state["epoch"] < cfg.epochs and not state["stopped_early"]:
+        epoch = state["epoch"] + 1
+        model.train()
+        rng = np.random.default_rng([cfg.seed, epoch])
+        t0, total_loss, seen = time.perf_counter(), 0.0, 0
+        with progress_bar(
+            f"{run_name} epoch {epoch}/{cfg.epochs}", len(train), enabled=progress
+        ) as advance:
+            for batch in train.batches(cfg.batch_size, cfg.frames, cfg.bucket_frames, rng):
+                x, y = batch.x.to(device), batch.y.to(device)
+                logits = model(x)
+                if teacher is not None:
+                    t_logits = teacher[batch.index].to(device)
+                    loss = kd_loss(logits, t_logits, y, cfg.alpha, cfg.tau, weight)
+                else:
+                    loss = F.cross_entropy(logits, y, weight=weight)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                total_loss += loss.item() * len(y)
+                seen += len(y)
+                advance(len(y))
+        seconds = time.perf_counter() - t0
+        val_metrics, _ = evaluate(model, val, cfg, weight, device)
+        row = {
+            "epoch": epoch,
+            "train_loss": total_loss / seen,
+            "val_loss": val_metrics["loss"],
+            "val_acc": val_metrics["acc"],
+            "val_balanced_acc": val_metrics["balanced_acc"],
+            "val_macro_f1": val_metrics["macro_f1"],
+            "seconds": seconds,
+            "samples_per_s": seen / seconds,
+        }
+        state["history"].append(row)
+        state["train_seconds"] += seconds
+        state["train_samples"] += seen
+        state["epoch"] = epoch
+        if val_metrics["macro_f1"] > state["best_f1"]:
+            state.update(best_f1=val_metrics["macro_f1"], best_epoch=epoch, bad_epochs=0)
+            save_checkpoint(run_dir / "checkpoints" / "best.pt", payload(epoch=epoch))
+        else:
+            state["bad_epochs"] += 1
+            state["stopped_early"] = state["bad_epochs"] >= cfg.patience
+        save_checkpoint(
+            last_path,
+            payload(optimizer=optimizer.state_dict(), torch_rng=torch.get_rng_state(), state=state),
+        )
+        art.write_csv(
+            run_dir / "epochs.csv",
+            EPOCH_FIELDS,
+            [[r[k] for k in EPOCH_FIELDS] for r in state["history"]],
+        )
+        say(
+            f"epoch {epoch}: train loss {row['train_loss']:.4f}, val macro-F1 "
+            f"{row['val_macro_f1']:.4f} (best {state['best_f1']:.4f} @ {state['best_epoch']}), "
+            f"{row['samples_per_s']:.0f} samples/s"
+        )
+        if crash_after and epoch >= crash_after:
+            os._exit(137)  # test hook: die like a killed process
+
+    return finish_run(run_dir, cfg, resolved, state, weight, device, time.perf_counter() - t_start)
+
+
+def finish_run(
+    run_dir: Path,
+    cfg: TrainConfig,
+    resolved: dict,
+    state: dict,
+    weight: torch.Tensor,
+    device: torch.device,
+    seconds: float,
+) -> Path:
+    """Best checkpoint -> validation and the single test evaluation -> every artifact."""
+    from sleepsound.reports.leaderboard import upsert_run
+    from sleepsound.training.checkpoint import load_model
+
+    best_path = run_dir / "checkpoints" / "best.pt"
+    model, _ = load_model(best_path)
+    model.to(device)
+    cache = Path(cfg.cache_dir)
+    val = SplitData(cache / "validation.h5")
+    test = SplitData(cache / "test.h5", expect={"classes": val.info.attrs["classes"]})
+    val_metrics, val_cm = evaluate(model, val, cfg, weight, device)
+    test_metrics, test_cm = evaluate(model, test, cfg, weight, device)
+    classes = resolved["classes"]
+    art.write_evaluation(run_dir, "validation", val_metrics, val_cm, classes)
+    art.write_evaluation(run_dir, "test", test_metrics, test_cm, classes)
+    deploy = deployment_figures(model.cpu(), n_runs=100)
+    deploy["checkpoint_bytes"] = best_path.stat().st_size
+    metrics = {
+        "run_name": resolved["run_name"],
+        "validation": val_metrics,
+        "test": test_metrics,
+        "collapsed": {"validation": val_metrics["collapsed"], "test": test_metrics["collapsed"]},
+        "epochs_ran": state["epoch"],
+        "best_epoch": state["best_epoch"],
+        "early_stopping": {
+            "patience": cfg.patience,
+            "bad_epochs": state["bad_epochs"],
+            "stopped_early": state["stopped_early"],
+        },
+        "duration_s": seconds,
+        "train_seconds": state["train_seconds"],
+        "train_samples_per_s": state["train_samples"] / max(state["train_seconds"], 1e-9),
+        "deployment": deploy,
+    }
+    if cfg.is_distillation:
+        teacher_model, _ = load_model(teacher_checkpoint(cfg.teacher_run))
+        t_params = sum(p.numel() for p in teacher_model.parameters())
+        metrics["teacher"] = {
+            "run": str(cfg.teacher_run),
+            "alpha": cfg.alpha,
+            "tau": cfg.tau,
+            "params": t_params,
+            "compression_ratio": t_params / deploy["params"],
+        }
+    if val_metrics["collapsed"]:
+        say(f"[bold red]warning[/]: {run_dir.name} predicts a single class on validation")
+    art.write_json(run_dir / "metrics.json", metrics)
+    art.set_status(run_dir, "complete")
+    upsert_run(run_dir)
+    say(
+        f"{run_dir.name}: test macro-F1 {test_metrics['macro_f1']:.4f}, acc "
+        f"{test_metrics['acc']:.4f} (best epoch {state['best_epoch']}/{state['epoch']}), "
+        f"{metrics['train_samples_per_s']:.0f} train samples/s, {seconds:.0f} s -> {run_dir}"
+    )
+    return run_dir
+
+
+def evaluate_run(run_dir: Path, split: str = "test", cache_dir: Path | None = None) -> dict:
+    """Re-evaluate a saved run's best checkpoint on a split."""
+    from sleepsound.training.checkpoint import load_model
+
+    resolved = art.read_json(Path(run_dir) / "config.json")
+    cfg = TrainConfig(**{k: v for k, v in resolved.items() if k in TrainConfig.model_fields})
+    model, ckpt = load_model(Path(run_dir) / "checkpoints" / "best.pt")
+    data = SplitData(Path(cache_dir or cfg.cache_dir) / f"{split}.h5")
+    if tuple(ckpt["classes"]) != data.classes:
+        raise CacheError(
+            f"{data.path}: classes {list(data.classes)} differ from the run's {ckpt['classes']}"
+        )
+    weight = torch.tensor(resolved["class_weight_values"], dtype=torch.float32)
+    metrics, _ = evaluate(model, data, cfg, weight, torch.device("cpu"))
+    return metrics
