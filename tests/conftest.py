@@ -57,9 +57,9 @@ def write_dataset(root: Path, per_class: dict[str, int] | int = 24, labels=("qui
 
 @pytest.fixture(scope="session")
 def tone_cache(tmp_path_factory) -> Path:
-    """A 3-class cache of tone clips (train 30/class, validation and test 12/class)."""
+    """A 3-class cache of texture clips (train 40/class, validation and test 12/class)."""
     root = tmp_path_factory.mktemp("tones")
-    data = write_dataset(root / "data", per_class=30, splits=("train",))
+    data = write_dataset(root / "data", per_class=40, splits=("train",))
     write_dataset(root / "data", per_class=12, splits=("validation", "test"), seed=1)
     cache = root / "cache"
     preprocess(PreprocessConfig(data_dir=data, cache_dir=cache, workers=1))

@@ -253,3 +253,31 @@ def _fmt(value: str) -> str:
     except ValueError:
         return value
     return f"{f:,.0f}" if f.is_integer() and abs(f) >= 10 else f"{f:.4g}"
+
+
+# ----------------------------------------------------------------------------- reports
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+@report_app.command("data")
+def report_data(
+    cache_dir: Path = typer.Option(DEFAULT_CACHE_DIR, "--cache-dir"),
+    figures_dir: Path = typer.Option(RESULTS_DIR / "figures", "--figures-dir"),
+) -> None:
+    """Execute notebooks/data_story.ipynb against the cache; figures -> results/figures/."""
+    from sleepsound.reports.notebook import NotebookError, run_notebook
+
+    try:
+        result = run_notebook(
+            NOTEBOOKS_DIR / "data_story.ipynb",
+            figures_dir,
+            executed_path=RESULTS_DIR / "reports" / "data_story.ipynb",
+            env={"SLEEPSOUND_CACHE_DIR": str(cache_dir.resolve())},
+        )
+    except NotebookError as err:
+        _fail(err)
+    out.print(
+        f"data story: {len(result.figures)} figures in {figures_dir} "
+        f"({result.seconds:.0f} s); executed notebook {result.executed_path}"
+    )

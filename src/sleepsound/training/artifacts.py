@@ -34,7 +34,7 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data) -> None:
-    atomic_write(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def read_json(path: Path):

@@ -15,20 +15,21 @@ from torch import nn
 
 from sleepsound.features.logmel import FEATURE_PARAMS
 from sleepsound.models import create_model_from_config
-from sleepsound.models.inputs import INPUT_SCALING
 
 
 class CheckpointError(ValueError):
     pass
 
 
-def checkpoint_payload(model: nn.Module, classes, frames: str, bucket: int, **extra) -> dict:
+def checkpoint_payload(
+    model: nn.Module, classes, scaling: dict, frames: str, bucket: int, **extra
+) -> dict:
     return {
         "state_dict": model.state_dict(),
         "model": model.config,
         "classes": list(classes),
         "feature_params": dict(FEATURE_PARAMS),
-        "input_scaling": dict(INPUT_SCALING),
+        "input_scaling": dict(scaling),
         "frames": frames,
         "bucket_frames": bucket,
         **extra,

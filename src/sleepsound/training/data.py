@@ -20,7 +20,7 @@ import psutil
 import torch
 
 from sleepsound.features.cache import CacheInfo, validate_cache
-from sleepsound.models.inputs import input_frames, scale_db
+from sleepsound.models.inputs import fit_scaling, input_frames, scale_db
 
 BLOCK_CLIPS = 8192  # rows per read when a split does not fit in memory
 MEMORY_FRACTION = 0.4  # a split is loaded whole if it needs less than this share of free RAM
@@ -75,9 +75,15 @@ class SplitData:
         self._cached = (start, specs)
         return specs
 
+    def fit_scaling(self) -> dict:
+        """Input scaling from this split's statistics (call on the training split)."""
+        start, stop = self.blocks()[0]
+        return fit_scaling(self.read_block(start, stop), self.n_frames[start:stop])
+
     def batches(
         self,
         batch_size: int,
+        scaling: dict,
         frames: str = "bucket",
         bucket: int = 50,
         rng: np.random.Generator | None = None,
@@ -102,7 +108,7 @@ class SplitData:
             for length, rows in groups:
                 x = np.take(specs[..., :length], rows, axis=0)
                 yield Batch(
-                    x=scale_db(torch.from_numpy(x)),
+                    x=scale_db(torch.from_numpy(x), scaling),
                     y=torch.from_numpy(self.labels[start + rows]),
                     index=start + rows,
                 )

@@ -72,7 +72,7 @@ def teacher_logits(
         )
     say(f"computing teacher logits once: {teacher_run} over {split.path} ({len(split)} clips)")
     logits = predict_fn(
-        model, split, batch_size, ckpt.get("frames", "bucket"), ckpt.get("bucket_frames", 50)
+        model, split, batch_size, ckpt["input_scaling"], ckpt["frames"], ckpt["bucket_frames"]
     )
     store.parent.mkdir(parents=True, exist_ok=True)
     tmp = store.with_name(f".{store.stem}.tmp.npy")

@@ -82,6 +82,7 @@ def predict(
     model,
     split: SplitData,
     batch_size: int,
+    scaling: dict,
     frames: str,
     bucket: int,
     device: torch.device | str = "cpu",
@@ -89,15 +90,21 @@ def predict(
     """Logits [N, K] for every row of the split, in row order."""
     model.eval()
     out = np.zeros((len(split), model.config["n_classes"]), dtype=np.float32)
-    for batch in split.batches(batch_size, frames, bucket):
+    for batch in split.batches(batch_size, scaling, frames, bucket):
         out[batch.index] = model(batch.x.to(device)).float().cpu().numpy()
     return out
 
 
 def evaluate(
-    model, split: SplitData, cfg: TrainConfig, weight: torch.Tensor, device: torch.device
+    model,
+    split: SplitData,
+    cfg: TrainConfig,
+    scaling: dict,
+    weight: torch.Tensor,
+    device: torch.device,
 ) -> tuple[dict, np.ndarray]:
-    logits = predict(model, split, max(cfg.batch_size, 256), cfg.frames, cfg.bucket_frames, device)
+    batch = max(cfg.batch_size, 256)
+    logits = predict(model, split, batch, scaling, cfg.frames, cfg.bucket_frames, device)
     y = torch.from_numpy(split.labels)
     loss = F.cross_entropy(torch.from_numpy(logits), y, weight=weight.cpu()).item()
     metrics, cm = classification_metrics(split.labels, logits.argmax(1), split.classes)
@@ -146,9 +153,7 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
         "n_channels": train.n_channels,
         "channels": train.info.attrs.get("channels", "mean"),
         "class_weight_values": weights,
-        "input_scaling": checkpoint_payload(model, classes, cfg.frames, cfg.bucket_frames)[
-            "input_scaling"
-        ],
+        "input_scaling": train.fit_scaling(),
         "data_source": train.info.source,
         "cache_fingerprints": {s.path.stem: s.info.attrs["fingerprint"] for s in (train, val)},
     }
@@ -197,9 +202,16 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
 
     def payload(**extra):
         return checkpoint_payload(
-            model, classes, cfg.frames, cfg.bucket_frames, channels=resolved["channels"], **extra
+            model,
+            classes,
+            scaling,
+            cfg.frames,
+            cfg.bucket_frames,
+            channels=resolved["channels"],
+            **extra,
         )
 
+    scaling = resolved["input_scaling"]
     crash_after = int(os.environ.get("SLEEPSOUND_TEST_CRASH_AFTER_EPOCHS", "0"))
     say(
         f"training {run_name}: {cfg.model} on {len(train)} clips, classes {list(classes)}, "
@@ -215,7 +227,7 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
         with progress_bar(
             f"{run_name} epoch {epoch}/{cfg.epochs}", len(train), enabled=progress
         ) as advance:
-            for batch in train.batches(cfg.batch_size, cfg.frames, cfg.bucket_frames, rng):
+            for batch in train.batches(cfg.batch_size, scaling, cfg.frames, cfg.bucket_frames, rng):
                 x, y = batch.x.to(device), batch.y.to(device)
                 logits = model(x)
                 if teacher is not None:
@@ -232,7 +244,7 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
                 seen += len(y)
                 advance(len(y))
         seconds = time.perf_counter() - t0
-        val_metrics, _ = evaluate(model, val, cfg, weight, device)
+        val_metrics, _ = evaluate(model, val, cfg, scaling, weight, device)
         row = {
             "epoch": epoch,
             "train_loss": total_loss / seen,
@@ -292,8 +304,9 @@ def finish_run(
     cache = Path(cfg.cache_dir)
     val = SplitData(cache / "validation.h5")
     test = SplitData(cache / "test.h5", expect={"classes": val.info.attrs["classes"]})
-    val_metrics, val_cm = evaluate(model, val, cfg, weight, device)
-    test_metrics, test_cm = evaluate(model, test, cfg, weight, device)
+    scaling = resolved["input_scaling"]
+    val_metrics, val_cm = evaluate(model, val, cfg, scaling, weight, device)
+    test_metrics, test_cm = evaluate(model, test, cfg, scaling, weight, device)
     classes = resolved["classes"]
     art.write_evaluation(run_dir, "validation", val_metrics, val_cm, classes)
     art.write_evaluation(run_dir, "test", test_metrics, test_cm, classes)
@@ -352,5 +365,5 @@ def evaluate_run(run_dir: Path, split: str = "test", cache_dir: Path | None = No
             f"{data.path}: classes {list(data.classes)} differ from the run's {ckpt['classes']}"
         )
     weight = torch.tensor(resolved["class_weight_values"], dtype=torch.float32)
-    metrics, _ = evaluate(model, data, cfg, weight, torch.device("cpu"))
+    metrics, _ = evaluate(model, data, cfg, ckpt["input_scaling"], weight, torch.device("cpu"))
     return metrics
