@@ -17,6 +17,8 @@ RESULTS_DIR = Path("results")
 CACHE_SUBDIR = Path("cache") / "spectrograms"
 DEFAULT_CACHE_DIR = RESULTS_DIR / CACHE_SUBDIR
 DEFAULT_DATA_DIR = Path("data") / "synthetic"
+# The checkout's notebooks/ folder (make installs sleepsound editable from the checkout).
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 class Strict(BaseModel):

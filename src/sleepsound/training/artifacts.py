@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 STATUS_FILE = "status.json"
 
@@ -73,6 +72,8 @@ def fresh_run_dir(run_dir: Path) -> None:
 
 
 def environment(device: str) -> dict:
+    import torch  # here, not at the top: reports read artifacts without loading torch
+
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
