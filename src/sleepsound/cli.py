@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sleepsound.config import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR, RESULTS_DIR
+from sleepsound.config import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR, NOTEBOOKS_DIR, RESULTS_DIR
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 report_app = typer.Typer(no_args_is_help=True, help="Execute a report notebook, save figures.")
@@ -257,8 +257,6 @@ def _fmt(value: str) -> str:
 
 # ----------------------------------------------------------------------------- reports
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
-
 
 @report_app.command("data")
 def report_data(
@@ -281,3 +279,126 @@ def report_data(
         f"data story: {len(result.figures)} figures in {figures_dir} "
         f"({result.seconds:.0f} s); executed notebook {result.executed_path}"
     )
+
+
+@report_app.command("results")
+def report_results(
+    results_dir: Path = typer.Option(RESULTS_DIR, "--results-dir"),
+    campaign: str | None = typer.Option(None, help="Campaign name; default the latest."),
+) -> None:
+    """Execute notebooks/results_analysis.ipynb on the artifacts; writes results/report.md."""
+    from sleepsound.reports.notebook import NotebookError
+    from sleepsound.reports.results import report_results as run
+
+    try:
+        path = run(results_dir, campaign=campaign)
+    except (NotebookError, FileNotFoundError) as err:
+        _fail(err)
+    out.print(f"results report -> {path}")
+
+
+# ----------------------------------------------------------------------------- campaign
+
+
+@app.command()
+def campaign(
+    manifest: Path = typer.Option(..., "--manifest", help="Campaign manifest (JSON)."),
+    resume: bool = typer.Option(False, "--resume", help="Skip runs whose artifacts validate."),
+    fresh_start: bool = typer.Option(False, "--fresh-start", help="Delete earlier results."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan only."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Override the manifest's."),
+    results_dir: Path | None = typer.Option(None, "--results-dir", help="Override."),
+) -> None:
+    """Run a campaign: phase 1, the teacher gate, phase 2 (distillation), over seeds."""
+    from sleepsound.campaign.manifest import ManifestError
+    from sleepsound.campaign.runner import CampaignError, run_campaign
+
+    if resume and fresh_start:
+        _fail(ValueError("--resume and --fresh-start exclude each other"))
+    try:
+        run_campaign(
+            manifest,
+            resume=resume,
+            fresh_start=fresh_start,
+            dry_run=dry_run,
+            cache_dir=cache_dir,
+            results_dir=results_dir,
+        )
+    except (ManifestError, CampaignError, FileNotFoundError) as err:
+        _fail(err)
+
+
+# ----------------------------------------------------------------------------- deployment
+
+
+def resolve_run(spec: str, results_dir: Path = RESULTS_DIR) -> Path:
+    """A run directory, or ``best`` / ``best-student``: the finished run with the highest
+    VALIDATION macro-F1 (students: fewer parameters than the largest model on the board)."""
+    from sleepsound.reports.leaderboard import read_leaderboard
+
+    if spec not in ("best", "best-student"):
+        return Path(spec)
+    rows = [
+        r for r in read_leaderboard(results_dir / "leaderboard.csv") if r["collapsed"] != "True"
+    ]
+    if spec == "best-student" and rows:
+        largest = max(int(r["params"]) for r in rows)
+        rows = [r for r in rows if int(r["params"]) < largest] or rows
+    if not rows:
+        raise FileNotFoundError(f"{results_dir / 'leaderboard.csv'}: no finished run to pick")
+    best = max(rows, key=lambda r: float(r["val_macro_f1"]))
+    out.print(f"{spec}: {best['run_name']} (validation macro-F1 {float(best['val_macro_f1']):.4f})")
+    return Path(best["run_dir"])
+
+
+@app.command()
+def export(
+    run: str = typer.Option(..., "--run", help="Run directory, or best / best-student."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx"),
+    int8: bool = typer.Option(False, "--int8", help="Also an int8-quantised model."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Default results/export/<run>."),
+    results_dir: Path = typer.Option(RESULTS_DIR, "--results-dir"),
+) -> None:
+    """Export a run to ONNX (dynamic time axis), check parity, measure latency and F1."""
+    from sleepsound.deploy.export import compare_variants, export_run
+
+    if fmt != "onnx":
+        _fail(ValueError(f"--format {fmt}: only onnx is supported"))
+    try:
+        run_dir = resolve_run(run, results_dir)
+        out_dir = out_dir or results_dir / "export" / run_dir.name
+        result = export_run(run_dir, out_dir, int8=int8)
+        rows = compare_variants(run_dir, result)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    table = Table(title=f"{run_dir.name}: batch 1, one 5 s clip, single thread")
+    for col in rows[0]:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*[_fmt(str(v)) for v in r.values()])
+    out.print(table)
+    out.print(f"exported -> {out_dir}")
+
+
+@app.command()
+def detect(
+    recording: Path = typer.Argument(..., help="Audio file of any length (a whole night)."),
+    model: str = typer.Option(..., help="Run dir, model.onnx, or best / best-student."),
+    window: float = typer.Option(5.0, help="Window length, seconds."),
+    hop: float = typer.Option(1.0, help="Hop between windows, seconds."),
+    out_dir: Path = typer.Option(RESULTS_DIR / "detect", "--out"),
+    truth: Path | None = typer.Option(None, help="Ground-truth events.csv to score against."),
+    results_dir: Path = typer.Option(RESULTS_DIR, "--results-dir"),
+) -> None:
+    """Stream a recording through a model: events.csv, hourly summary, timeline, scores."""
+    from sleepsound.deploy.detect import detect as run
+
+    try:
+        source = Path(model)
+        if model in ("best", "best-student"):
+            run_dir = resolve_run(model, results_dir)
+            onnx = results_dir / "export" / run_dir.name / "model.onnx"
+            source = onnx if onnx.is_file() else run_dir
+        run(recording, source, window=window, hop=hop, out_dir=out_dir, truth=truth)
+    except (ValueError, OSError) as err:
+        _fail(err)
