@@ -64,8 +64,9 @@ def main() -> None:
         t_ref = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        results = preprocess(PreprocessConfig(data_dir=tmp / "data", cache_dir=tmp / "ours",
-                                              workers=args.workers))
+        results = preprocess(
+            PreprocessConfig(data_dir=tmp / "data", cache_dir=tmp / "ours", workers=args.workers)
+        )
         t_ours = time.perf_counter() - t0
         n_ours = sum(r.n_clips + r.n_invalid for r in results)
 
@@ -73,11 +74,15 @@ def main() -> None:
             diff = float(np.abs(a["spectrograms"][:] - b["spectrograms"][:]).max())
 
     ref_rate, our_rate = n_ref / t_ref, n_ours / t_ours
-    print(f"\nfiles: {n_ours} (3-class subset of {args.clips} synthetic clips), "
-          f"{os.cpu_count()} cores")
+    print(
+        f"\nfiles: {n_ours} (3-class subset of {args.clips} synthetic clips), "
+        f"{os.cpu_count()} cores"
+    )
     print(f"librosa one-clip loop : {t_ref:7.1f} s  {ref_rate:8.1f} clips/s")
-    print(f"sleepsound preprocess : {t_ours:7.1f} s  {our_rate:8.1f} clips/s "
-          f"({args.workers} workers, includes pool start-up, fingerprinting, HDF5 writes)")
+    print(
+        f"sleepsound preprocess : {t_ours:7.1f} s  {our_rate:8.1f} clips/s "
+        f"({args.workers} workers, includes pool start-up, fingerprinting, HDF5 writes)"
+    )
     print(f"speed-up              : {our_rate / ref_rate:7.2f}x   (target >= 1.7x)")
     print(f"max |ours - librosa| on test split: {diff:.2e} dB")
 

@@ -13,8 +13,9 @@ from sleepsound.features.cache import preprocess
 from sleepsound.taxonomy import LABELS
 
 
-def tone_clip(label: str, rng: np.random.Generator, sr: int = 16_000, seconds: float = 0.8,
-              channels: int = 2) -> np.ndarray:
+def tone_clip(
+    label: str, rng: np.random.Generator, sr: int = 16_000, seconds: float = 0.8, channels: int = 2
+) -> np.ndarray:
     """A clip whose class shows in its local texture, which a small CNN with global pooling
     can see: quiet = stationary noise, breathe = noise amplitude-modulated at ~4 Hz, snore = a
     ~100 Hz pulse train (harmonic comb); other labels = a pulse train at 60*(i+1) Hz that is
@@ -40,9 +41,15 @@ def tone_clip(label: str, rng: np.random.Generator, sr: int = 16_000, seconds: f
     return np.stack(chans, axis=1).astype(np.float32)
 
 
-def write_dataset(root: Path, per_class: dict[str, int] | int = 24, labels=("quiet", "breathe",
-                  "snore"), seed: int = 0, splits=("train", "validation", "test"),
-                  sr: int = 16_000, fmt: str = "WAV") -> Path:
+def write_dataset(
+    root: Path,
+    per_class: dict[str, int] | int = 24,
+    labels=("quiet", "breathe", "snore"),
+    seed: int = 0,
+    splits=("train", "validation", "test"),
+    sr: int = 16_000,
+    fmt: str = "WAV",
+) -> Path:
     rng = np.random.default_rng(seed)
     for split in splits:
         for label in labels:

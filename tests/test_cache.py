@@ -25,8 +25,7 @@ def cfg(data, cache, **kw):
 
 
 def test_contract(tmp_path):
-    data = write_dataset(tmp_path / "d", per_class=5, labels=("quiet", "breathe", "snore",
-                                                              "cough"))
+    data = write_dataset(tmp_path / "d", per_class=5, labels=("quiet", "breathe", "snore", "cough"))
     (data / "sleepsound_source.json").write_text(json.dumps({"kind": "synthetic", "seed": 7}))
     preprocess(cfg(data, tmp_path / "c"))
     for split in ("train", "validation", "test"):
@@ -128,18 +127,20 @@ def test_skip_existing_reuses_only_a_valid_matching_cache(tmp_path):
     [r] = preprocess(cfg(data, cache, splits=("train",), skip_existing=True))
     assert not r.reused and validate_cache(cache / "train.h5").n_samples == 6
     # another task (class list) is not a match either
-    [r] = preprocess(cfg(data, cache, splits=("train",), skip_existing=True,
-                         classes="quiet,snore"))
+    [r] = preprocess(cfg(data, cache, splits=("train",), skip_existing=True, classes="quiet,snore"))
     assert not r.reused and validate_cache(cache / "train.h5").classes == ("quiet", "snore")
 
 
 def test_resume_after_kill_gives_the_same_cache(tmp_path):
     data = write_dataset(tmp_path / "d", per_class=30, splits=("train",))  # 90 clips, 3 chunks
-    ref = build_split(data, tmp_path / "ref", "train", ("quiet", "breathe", "snore"),
-                      progress=False)
+    ref = build_split(
+        data, tmp_path / "ref", "train", ("quiet", "breathe", "snore"), progress=False
+    )
     cache = tmp_path / "c"
-    code = (f"from sleepsound.features.cache import build_split; build_split({str(data)!r}, "
-            f"{str(cache)!r}, 'train', ('quiet','breathe','snore'), progress=False)")
+    code = (
+        f"from sleepsound.features.cache import build_split; build_split({str(data)!r}, "
+        f"{str(cache)!r}, 'train', ('quiet','breathe','snore'), progress=False)"
+    )
     env = {**os.environ, "SLEEPSOUND_TEST_CRASH_AFTER_CHUNKS": "1"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
     assert proc.returncode == 137
@@ -159,16 +160,19 @@ def test_resume_after_kill_gives_the_same_cache(tmp_path):
 
 def test_parallel_workers_give_the_same_cache(tmp_path):
     data = write_dataset(tmp_path / "d", per_class=25, splits=("train",))
-    one = build_split(data, tmp_path / "one", "train", ("quiet", "breathe", "snore"),
-                      progress=False)
-    preprocess(PreprocessConfig(data_dir=data, cache_dir=tmp_path / "two", splits=("train",),
-                                workers=2))
+    one = build_split(
+        data, tmp_path / "one", "train", ("quiet", "breathe", "snore"), progress=False
+    )
+    preprocess(
+        PreprocessConfig(data_dir=data, cache_dir=tmp_path / "two", splits=("train",), workers=2)
+    )
     with h5py.File(one.path) as a, h5py.File(tmp_path / "two" / "train.h5") as b:
         np.testing.assert_array_equal(a["spectrograms"][:], b["spectrograms"][:])
 
 
-@pytest.mark.parametrize("channels,shape", [("both", (6, 2, 64, 501)), ("in_ear", (6, 64, 501)),
-                                            ("outer", (6, 64, 501))])
+@pytest.mark.parametrize(
+    "channels,shape", [("both", (6, 2, 64, 501)), ("in_ear", (6, 64, 501)), ("outer", (6, 64, 501))]
+)
 def test_channel_policies(tmp_path, channels, shape):
     data = write_dataset(tmp_path / "d", per_class=2)
     preprocess(cfg(data, tmp_path / "c", splits=("test",), channels=channels))
@@ -191,7 +195,15 @@ def test_validate_cache_names_file_and_problem(tmp_path):
         h5["labels"] = np.zeros(2, np.int64)
         h5["n_frames"] = np.zeros(2, np.int32)
         h5["paths"] = ["a", "b"]
-        h5.attrs.update({"n_samples": 2, "n_mels": 64, "max_time": 501, "sample_rate": 16000,
-                         "classes": '["quiet", "snore"]', "split": "train"})
+        h5.attrs.update(
+            {
+                "n_samples": 2,
+                "n_mels": 64,
+                "max_time": 501,
+                "sample_rate": 16000,
+                "classes": '["quiet", "snore"]',
+                "split": "train",
+            }
+        )
     with pytest.raises(CacheError, match=r"float32\[2, 64, 501\]"):
         validate_cache(path)

@@ -53,8 +53,10 @@ def test_file_features_match_librosa(tmp_path, sr, channels, fmt):
 
 def test_batch_of_mixed_lengths_equals_one_at_a_time():
     rng = np.random.default_rng(0)
-    clips = [rng.normal(0, 10 ** rng.uniform(-4, 0), int(n)).astype(np.float32)
-             for n in rng.integers(600, 100_000, size=40)]
+    clips = [
+        rng.normal(0, 10 ** rng.uniform(-4, 0), int(n)).astype(np.float32)
+        for n in rng.integers(600, 100_000, size=40)
+    ]
     batched, _ = clip_log_mel(clips)
     single = np.stack([log_mel(fix_length(c)) for c in clips])
     np.testing.assert_array_equal(batched, single)

@@ -34,8 +34,18 @@ def test_tinycnn_learns_the_tone_task(tone_cache, tmp_path):
     our measurements a working loop reaches 0.95-1.0 within 75 steps (5 epochs of batch 8);
     0.8 leaves room for thread-count noise while a broken loss, label mapping or input
     scaling stays near chance."""
-    run = train_run(config(tone_cache, tmp_path, model="tinycnn", epochs=5, batch_size=8,
-                           class_weights="none", patience=5), progress=False)
+    run = train_run(
+        config(
+            tone_cache,
+            tmp_path,
+            model="tinycnn",
+            epochs=5,
+            batch_size=8,
+            class_weights="none",
+            patience=5,
+        ),
+        progress=False,
+    )
     m = json.loads((run / "metrics.json").read_text())
     assert m["test"]["macro_f1"] >= 0.8, m["test"]
     assert not m["collapsed"]["validation"]
@@ -43,28 +53,32 @@ def test_tinycnn_learns_the_tone_task(tone_cache, tmp_path):
 
 
 def test_same_seed_same_metrics(tone_cache, tmp_path):
-    a = train_run(config(tone_cache, tmp_path / "a", model="tinycnn_cbam", epochs=2),
-                  progress=False)
-    b = train_run(config(tone_cache, tmp_path / "b", model="tinycnn_cbam", epochs=2),
-                  progress=False)
+    a = train_run(
+        config(tone_cache, tmp_path / "a", model="tinycnn_cbam", epochs=2), progress=False
+    )
+    b = train_run(
+        config(tone_cache, tmp_path / "b", model="tinycnn_cbam", epochs=2), progress=False
+    )
     ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (a, b))
     assert ma["test"] == mb["test"] and ma["validation"] == mb["validation"]
     ea, eb = ((r / "epochs.csv").read_text().splitlines() for r in (a, b))
     strip = [line.rsplit(",", 2)[0] for line in ea], [line.rsplit(",", 2)[0] for line in eb]
     assert strip[0] == strip[1]  # identical losses/metrics per epoch (timings differ)
-    c = train_run(config(tone_cache, tmp_path / "c", model="tinycnn_cbam", epochs=2, seed=7),
-                  progress=False)
+    c = train_run(
+        config(tone_cache, tmp_path / "c", model="tinycnn_cbam", epochs=2, seed=7), progress=False
+    )
     assert json.loads((c / "metrics.json").read_text())["test"]["loss"] != ma["test"]["loss"]
 
 
 def test_resume_equals_uninterrupted(tone_cache, tmp_path):
-    full = train_run(config(tone_cache, tmp_path / "full", model="crnn", epochs=3),
-                     progress=False)
+    full = train_run(config(tone_cache, tmp_path / "full", model="crnn", epochs=3), progress=False)
     results = tmp_path / "cut"
-    code = ("from sleepsound.config import TrainConfig; from sleepsound.training.train import "
-            f"train_run; train_run(TrainConfig(cache_dir={str(tone_cache)!r}, "
-            f"results_dir={str(results)!r}, model='crnn', epochs=3, batch_size=16, patience=3, "
-            "threads=1), resume=True, progress=False)")
+    code = (
+        "from sleepsound.config import TrainConfig; from sleepsound.training.train import "
+        f"train_run; train_run(TrainConfig(cache_dir={str(tone_cache)!r}, "
+        f"results_dir={str(results)!r}, model='crnn', epochs=3, batch_size=16, patience=3, "
+        "threads=1), resume=True, progress=False)"
+    )
     env = {**os.environ, "SLEEPSOUND_TEST_CRASH_AFTER_EPOCHS": "1"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.returncode == 137, proc.stderr
@@ -81,9 +95,17 @@ def test_resume_equals_uninterrupted(tone_cache, tmp_path):
 
 def test_artifacts_and_leaderboard(tone_cache, tmp_path):
     run = train_run(config(tone_cache, tmp_path, model="tinycnn", epochs=1), progress=False)
-    for name in ("config.json", "env.json", "metrics.json", "epochs.csv", "test_metrics.csv",
-                 "per_class.csv", "confusion.csv", "checkpoints/best.pt",
-                 "checkpoints/last.pt"):
+    for name in (
+        "config.json",
+        "env.json",
+        "metrics.json",
+        "epochs.csv",
+        "test_metrics.csv",
+        "per_class.csv",
+        "confusion.csv",
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+    ):
         assert (run / name).is_file(), name
     assert json.loads((run / "status.json").read_text())["state"] == "complete"
     m = json.loads((run / "metrics.json").read_text())
@@ -140,8 +162,9 @@ def test_corrupt_or_mismatched_cache_is_a_clear_error(tone_cache, tmp_path):
 
 
 def test_metrics_and_collapse_flag():
-    m, cm = classification_metrics(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0]),
-                                   ["a", "b", "c"])
+    m, cm = classification_metrics(
+        np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0]), ["a", "b", "c"]
+    )
     assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
     assert m["acc"] == pytest.approx(3 / 5)
     # precision a=1/2, b=2/3, c=0 ; recall a=1/2, b=1, c=0
@@ -157,13 +180,19 @@ def test_nine_classes_and_two_channels_end_to_end(tmp_path):
     data = write_dataset(tmp_path / "d", per_class=6, labels=LABELS)
     for channels, classes in (("mean", ",".join(LABELS)), ("both", "quiet,breathe,snore")):
         cache = tmp_path / f"c_{channels}"
-        preprocess(PreprocessConfig(data_dir=data, cache_dir=cache, workers=1, classes=classes,
-                                    channels=channels))
-        run = train_run(config(cache, tmp_path / channels, model="tinycnn", epochs=1,
-                               class_weights="balanced"), progress=False)
+        preprocess(
+            PreprocessConfig(
+                data_dir=data, cache_dir=cache, workers=1, classes=classes, channels=channels
+            )
+        )
+        run = train_run(
+            config(cache, tmp_path / channels, model="tinycnn", epochs=1, class_weights="balanced"),
+            progress=False,
+        )
         m = json.loads((run / "metrics.json").read_text())
         cfg = json.loads((run / "config.json").read_text())
         assert list(m["test"]["per_class"]) == classes.split(",")
         assert len(cfg["class_weight_values"]) == len(classes.split(","))
-        assert m["deployment"]["params"] == (23_491 + 6 * 65 if channels == "mean"
-                                             else 23_491 + 144)
+        assert m["deployment"]["params"] == (
+            23_491 + 6 * 65 if channels == "mean" else 23_491 + 144
+        )

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from filelock import FileLock
 from rich.console import Console
 from rich.table import Table
 
@@ -40,6 +39,7 @@ from sleepsound.campaign.summary import summarize
 from sleepsound.config import TrainConfig
 from sleepsound.features.cache import validate_cache
 from sleepsound.progress import say
+from sleepsound.reports.leaderboard import remove_runs
 from sleepsound.training import artifacts as art
 from sleepsound.training.distill import file_sha256, teacher_checkpoint
 
@@ -559,23 +559,6 @@ def _join(*parts: str) -> str:
 # ----------------------------------------------------------------------------- entry point
 
 
-def _remove_leaderboard_rows(results_dir: Path, run_dirs: list[Path]) -> int:
-    """Drop the leaderboard rows of deleted runs (same lock and atomic write as the writers)."""
-    from sleepsound.reports.leaderboard import COLUMNS, read_leaderboard
-
-    path = Path(results_dir) / "leaderboard.csv"
-    if not path.is_file():
-        return 0
-    gone = {str(d.resolve()) for d in run_dirs}
-    with FileLock(str(path) + ".lock"):
-        rows = read_leaderboard(path)
-        keep = [r for r in rows if r.get("run_dir") not in gone]
-        if len(keep) != len(rows):
-            frame = pd.DataFrame(keep, columns=COLUMNS)
-            art.atomic_write(path, frame.to_csv(index=False))
-    return len(rows) - len(keep)
-
-
 def remove_campaign(manifest: Manifest, steps: list[PlannedRun]) -> list[Path]:
     """Delete the campaign folder and every run dir the plan names; returns what was removed."""
     removed = []
@@ -585,7 +568,7 @@ def remove_campaign(manifest: Manifest, steps: list[PlannedRun]) -> list[Path]:
             say(f"removing {path}")
             shutil.rmtree(path)
             removed.append(path)
-    n_rows = _remove_leaderboard_rows(manifest.results_dir, targets[1:])
+    n_rows = remove_runs(Path(manifest.results_dir) / "leaderboard.csv", targets[1:])
     if n_rows:
         say(f"removed {n_rows} row(s) from {Path(manifest.results_dir) / 'leaderboard.csv'}")
     return removed

@@ -109,6 +109,14 @@ def read_leaderboard(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _write(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buf.getvalue())
+
+
 def upsert_row(path: Path, row: dict) -> None:
     """Insert or replace (by run_dir) one row, under a lock, atomically."""
     path = Path(path)
@@ -116,11 +124,21 @@ def upsert_row(path: Path, row: dict) -> None:
     with FileLock(str(path) + ".lock"):
         rows = [r for r in read_leaderboard(path) if r.get("run_dir") != row["run_dir"]]
         rows.append({k: row.get(k, "") for k in COLUMNS})
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write(path, buf.getvalue())
+        _write(path, rows)
+
+
+def remove_runs(path: Path, run_dirs: list[Path]) -> int:
+    """Drop the rows of these run dirs (deleted runs); returns how many went."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    gone = {str(Path(d).resolve()) for d in run_dirs}
+    with FileLock(str(path) + ".lock"):
+        rows = read_leaderboard(path)
+        keep = [r for r in rows if r.get("run_dir") not in gone]
+        if len(keep) != len(rows):
+            _write(path, keep)
+    return len(rows) - len(keep)
 
 
 def upsert_run(run_dir: Path, path: Path | None = None) -> None:
