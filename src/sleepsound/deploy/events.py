@@ -1,0 +1,374 @@
+"""From window probabilities to sleep-sound events, and how events are scored: pure functions.
+
+Detection classifies overlapping windows (``window`` seconds every ``hop`` seconds). The timeline
+is cut into *hop intervals* ``[j * hop, (j + 1) * hop)``; each interval gets the mean class
+probabilities of every window that covers it (a window covers an interval when the interval's
+centre lies inside the window) and the arg-max label. Consecutive intervals with the same label
+form segments; two segments of the same non-background label separated by at most ``max_gap``
+seconds are bridged (the gap takes their label), then non-background segments shorter than
+``min_duration`` seconds fall back to the background. What remains of each non-background label
+is an :class:`Event` (label, start, end, mean probability of its label over its intervals). The
+background label (``quiet``) is never an event; its time is counted instead.
+
+Scoring follows the event-based convention of DCASE / sed_eval:
+
+* a predicted and a true event *match* when they have the same label, their onsets differ by at
+  most ``onset_tol`` seconds and their offsets by at most ``max(offset_tol, offset_frac * true
+  duration)`` seconds;
+* matching is greedy and one-to-one: every candidate pair is ranked by onset difference (then
+  offset difference) and taken when neither event is matched yet;
+* per label, matches are true positives, unmatched predictions false positives and unmatched
+  truths false negatives; the micro average sums these counts over labels.
+
+``frame_accuracy`` compares the two labelings on a regular time grid, background = ``quiet``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sleepsound.taxonomy import LABEL_TO_ID, LABELS
+
+BACKGROUND = LABELS[0]  # "quiet": counted, never an event
+DEFAULT_MIN_DURATION = 2.0  # s: shorter non-background segments fall back to the background
+DEFAULT_MAX_GAP = 2.0  # s: same-label segments this close are bridged into one event
+ONSET_TOL = 1.0  # s: one hop at the default detection settings
+OFFSET_TOL = 1.0  # s
+OFFSET_FRAC = 0.2  # offsets may also differ by 20 % of the true event's duration
+FRAME_RESOLUTION = 0.1  # s: grid of frame_accuracy
+TRUTH_COLUMNS = ("label", "start", "end")
+
+
+class EventsFileError(ValueError):
+    """An events CSV that cannot be read as ``label,start,end`` rows."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One detected (or true) sound event, times in seconds from the start of the recording."""
+
+    label: str
+    start: float
+    end: float
+    confidence: float = 1.0
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+# ----------------------------------------------------------------------------- windows -> hops
+
+
+def n_hops(duration: float, hop: float) -> int:
+    """Number of hop intervals covering ``duration`` seconds (the last one may be partial)."""
+    return max(1, math.ceil(round(duration / hop, 9)))
+
+
+def hop_probabilities(window_probs: np.ndarray, windows_per_hop: float, n: int) -> np.ndarray:
+    """Mean probabilities of the windows covering each of ``n`` hop intervals.
+
+    Window ``w`` spans ``[w, w + windows_per_hop)`` in hop units (``windows_per_hop`` =
+    window / hop) and covers interval ``j`` when ``j + 0.5`` lies inside it. An interval no window
+    covers (possible only past the last window) takes the last window's probabilities.
+
+    window_probs: [W, K]. Returns [n, K] float64.
+    """
+    probs = np.asarray(window_probs, dtype=np.float64)
+    n_windows = probs.shape[0]
+    csum = np.vstack([np.zeros((1, probs.shape[1])), np.cumsum(probs, axis=0)])
+    j = np.arange(n)
+    lo = np.clip(np.floor(j + 0.5 - windows_per_hop).astype(int) + 1, 0, n_windows)
+    hi = np.clip(j + 1, 0, n_windows)  # exclusive
+    empty = hi <= lo
+    lo[empty], hi[empty] = n_windows - 1, n_windows
+    return (csum[hi] - csum[lo]) / (hi - lo)[:, None]
+
+
+# ----------------------------------------------------------------------------- hops -> events
+
+
+def runs(labels: np.ndarray) -> list[tuple[int, int, int]]:
+    """Maximal runs of equal values: [(value, first, end_exclusive), ...]."""
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return []
+    cuts = np.flatnonzero(np.diff(labels)) + 1
+    starts = np.concatenate([[0], cuts])
+    ends = np.concatenate([cuts, [labels.size]])
+    return [(int(labels[s]), int(s), int(e)) for s, e in zip(starts, ends, strict=True)]
+
+
+def bridge_gaps(labels: np.ndarray, background: int, max_gap_hops: int) -> np.ndarray:
+    """Give the gap between two runs of the same non-background label that label when the gap
+    lasts at most ``max_gap_hops`` intervals (whatever the gap's labels are)."""
+    out = np.array(labels, copy=True)
+    if max_gap_hops <= 0:
+        return out
+    segments = runs(out)
+    i = 0
+    while i < len(segments):
+        value, _, end = segments[i]
+        k = i
+        if value != background:
+            for m in range(i + 1, len(segments)):
+                if segments[m][1] - end > max_gap_hops:
+                    break
+                if segments[m][0] == value:
+                    k = m
+            out[end : segments[k][1]] = value
+        i = k if k > i else i + 1  # a bridged run may bridge on from its last segment
+    return out
+
+
+def drop_short(labels: np.ndarray, background: int, min_hops: int) -> np.ndarray:
+    """Runs of a non-background label shorter than ``min_hops`` intervals become background."""
+    out = np.array(labels, copy=True)
+    for value, first, end in runs(out):
+        if value != background and end - first < min_hops:
+            out[first:end] = background
+    return out
+
+
+def smooth_labels(
+    labels: np.ndarray,
+    background: int,
+    hop: float,
+    min_duration: float = DEFAULT_MIN_DURATION,
+    max_gap: float = DEFAULT_MAX_GAP,
+) -> np.ndarray:
+    """Gap bridging, then the minimum duration (both in seconds, rounded to whole hops)."""
+    bridged = bridge_gaps(labels, background, int(round(max_gap / hop)))
+    return drop_short(bridged, background, int(math.ceil(round(min_duration / hop, 9))))
+
+
+def labels_to_events(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    classes: Sequence[str],
+    hop: float,
+    duration: float,
+    background: str = BACKGROUND,
+) -> list[Event]:
+    """Non-background runs of per-hop labels as events; the last one ends at ``duration``.
+
+    confidence = mean probability of the event's label over its intervals.
+    """
+    events = []
+    for value, first, end in runs(labels):
+        if classes[value] == background:
+            continue
+        conf = float(np.mean(probs[first:end, value]))
+        stop = min(end * hop, duration)
+        events.append(Event(classes[value], round(first * hop, 6), round(stop, 6), conf))
+    return events
+
+
+def windows_to_events(
+    window_probs: np.ndarray,
+    classes: Sequence[str],
+    window: float,
+    hop: float,
+    duration: float,
+    min_duration: float = DEFAULT_MIN_DURATION,
+    max_gap: float = DEFAULT_MAX_GAP,
+    background: str = BACKGROUND,
+) -> tuple[list[Event], np.ndarray, np.ndarray]:
+    """The whole chain: window probabilities [W, K] -> (events, hop probs [n, K], hop labels [n]).
+
+    The returned hop labels are after bridging and the minimum duration. A task without the
+    background class gets no background: every interval is then some event.
+    """
+    probs = hop_probabilities(window_probs, window / hop, n_hops(duration, hop))
+    labels = probs.argmax(axis=1)
+    bg = list(classes).index(background) if background in classes else -1
+    labels = smooth_labels(labels, bg, hop, min_duration, max_gap)
+    return labels_to_events(labels, probs, classes, hop, duration, background), probs, labels
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def overlap(event: Event, start: float, end: float) -> float:
+    """Seconds of ``event`` inside ``[start, end)``."""
+    return max(0.0, min(event.end, end) - max(event.start, start))
+
+
+def label_seconds(events: Iterable[Event], label: str, start: float, end: float) -> float:
+    return sum(overlap(e, start, end) for e in events if e.label == label)
+
+
+def hourly_table(
+    events: Sequence[Event], classes: Sequence[str], duration: float, background: str = BACKGROUND
+) -> list[dict]:
+    """One row per (started) hour: minutes of every class and episodes of every event label.
+
+    Background minutes are the hour's time not covered by any event. An episode counts in the
+    hour where it starts.
+    """
+    labels = [c for c in classes if c != background]
+    rows = []
+    for hour in range(max(1, math.ceil(round(duration / 3600.0, 9)))):
+        start, end = hour * 3600.0, min((hour + 1) * 3600.0, duration)
+        row: dict = {"hour": hour, "start_s": start, "end_s": end}
+        covered = 0.0
+        for label in labels:
+            seconds = label_seconds(events, label, start, end)
+            covered += seconds
+            row[f"{label}_minutes"] = round(seconds / 60.0, 3)
+        if background in classes:
+            row[f"{background}_minutes"] = round(max(0.0, end - start - covered) / 60.0, 3)
+        for label in labels:
+            row[f"{label}_episodes"] = sum(
+                1 for e in events if e.label == label and start <= e.start < end
+            )
+        rows.append(row)
+    return rows
+
+
+def totals(rows: Sequence[dict]) -> dict:
+    """Column sums of an hourly table (minutes and episodes)."""
+    keys = [k for k in rows[0] if k.endswith(("_minutes", "_episodes"))] if rows else []
+    out = {k: sum(r[k] for r in rows) for k in keys}
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------- event files
+
+
+def read_events_csv(path: Path | str) -> list[Event]:
+    """Read ``label,start,end[,confidence]`` rows (seconds); EventsFileError names the file."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in TRUTH_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise EventsFileError(f"{path}: missing column(s) {missing}; need label,start,end")
+            events = [_row_event(path, n, row) for n, row in enumerate(reader, start=2)]
+    except OSError as exc:
+        raise EventsFileError(f"{path}: cannot read events file ({exc})") from exc
+    return sorted(events, key=lambda e: (e.start, e.end))
+
+
+def _row_event(path: Path, line: int, row: dict) -> Event:
+    try:
+        start, end = float(row["start"]), float(row["end"])
+        conf = float(row["confidence"]) if row.get("confidence") not in (None, "") else 1.0
+    except ValueError as exc:
+        raise EventsFileError(f"{path}:{line}: bad number ({exc})") from exc
+    label = (row["label"] or "").strip()
+    if label not in LABEL_TO_ID:
+        raise EventsFileError(f"{path}:{line}: unknown label {label!r}")
+    if not end > start >= 0:
+        raise EventsFileError(f"{path}:{line}: need 0 <= start < end, got {start}, {end}")
+    return Event(label, start, end, conf)
+
+
+def events_csv_text(events: Iterable[Event]) -> str:
+    """``label,start,end,confidence`` text (times to the millisecond)."""
+    lines = ["label,start,end,confidence"]
+    lines += [f"{e.label},{e.start:.3f},{e.end:.3f},{e.confidence:.4f}" for e in events]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def _matches(
+    pred: Sequence[Event], truth: Sequence[Event], onset_tol: float, offset_tol: float, frac: float
+) -> list[tuple[int, int]]:
+    """Greedy one-to-one matching of same-label events within the tolerances."""
+    candidates = []
+    for i, p in enumerate(pred):
+        for j, t in enumerate(truth):
+            if p.label != t.label:
+                continue
+            d_on, d_off = abs(p.start - t.start), abs(p.end - t.end)
+            if d_on <= onset_tol and d_off <= max(offset_tol, frac * t.duration):
+                candidates.append((d_on, d_off, i, j))
+    used_p, used_t, pairs = set(), set(), []
+    for _, _, i, j in sorted(candidates):
+        if i not in used_p and j not in used_t:
+            used_p.add(i)
+            used_t.add(j)
+            pairs.append((i, j))
+    return pairs
+
+
+def _prf(tp: int, fp: int, fn: int) -> dict:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
+
+
+def score_events(
+    pred: Sequence[Event],
+    truth: Sequence[Event],
+    onset_tol: float = ONSET_TOL,
+    offset_tol: float = OFFSET_TOL,
+    offset_frac: float = OFFSET_FRAC,
+    labels: Sequence[str] | None = None,
+) -> dict:
+    """Event-based precision / recall / F1 per label and micro-averaged (see module docstring).
+
+    ``labels``: the labels to score (default: every label in either list but the background);
+    events of other labels are ignored on both sides.
+    Returns ``{"per_label": {label: {tp, fp, fn, precision, recall, f1}}, "micro": {...},
+    "onset_tol", "offset_tol", "offset_frac"}``.
+    """
+    if labels is None:
+        labels = sorted({e.label for e in [*pred, *truth]} - {BACKGROUND})
+    per_label = {}
+    for label in labels:
+        p = [e for e in pred if e.label == label]
+        t = [e for e in truth if e.label == label]
+        tp = len(_matches(p, t, onset_tol, offset_tol, offset_frac))
+        per_label[label] = _prf(tp, len(p) - tp, len(t) - tp)
+    micro = _prf(*(sum(s[k] for s in per_label.values()) for k in ("tp", "fp", "fn")))
+    return {
+        "per_label": per_label,
+        "micro": micro,
+        "onset_tol": onset_tol,
+        "offset_tol": offset_tol,
+        "offset_frac": offset_frac,
+    }
+
+
+def frame_labels(
+    events: Iterable[Event], duration: float, resolution: float, labels: Sequence[str] | None
+) -> np.ndarray:
+    """Label names on a grid of ``resolution`` s (frame centres); background where no event,
+    and for events whose label is not in ``labels`` (when given)."""
+    n = max(1, math.ceil(round(duration / resolution, 9)))
+    grid = np.full(n, BACKGROUND, dtype=object)
+    centres = (np.arange(n) + 0.5) * resolution
+    for e in events:
+        if labels is not None and e.label not in labels:
+            continue
+        grid[(centres >= e.start) & (centres < e.end)] = e.label
+    return grid
+
+
+def frame_accuracy(
+    pred_events: Sequence[Event],
+    truth_events: Sequence[Event],
+    duration: float,
+    resolution: float = FRAME_RESOLUTION,
+    labels: Sequence[str] | None = None,
+) -> float:
+    """Share of ``resolution``-second frames where the two labelings agree (background = quiet).
+
+    ``labels``: when given, events of other labels count as background on both sides (e.g. the
+    true coughs of a night scored against a quiet/breathe/snore model).
+    """
+    pred = frame_labels(pred_events, duration, resolution, labels)
+    truth = frame_labels(truth_events, duration, resolution, labels)
+    return float(np.mean(pred == truth))

@@ -1,0 +1,519 @@
+"""Whole-recording detection (sleepsound.deploy.detect) and event logic (sleepsound.deploy.events).
+
+Real files, real models, real ONNX Runtime, no mocks. The detection fixture trains a TinyCNN
+with the project's own pipeline (WAV clips -> HDF5 cache -> ``train_run``) on clearly distinct
+synthetic sounds, so that the test checks the detection machinery (streaming, windowing, edge
+frames, end of file, merging, scoring, outputs) rather than how hard the classes are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sleepsound.deploy import events as ev
+from sleepsound.deploy.detect import (
+    Geometry,
+    RecordingError,
+    detect,
+    load_classifier,
+    window_inputs,
+)
+from sleepsound.features.logmel import CLIP_SAMPLES, SAMPLE_RATE, fix_length, log_mel
+from sleepsound.models.inputs import input_frames, scale_db
+
+SR = SAMPLE_RATE
+CLASSES = ("quiet", "breathe", "snore")
+NOISE_RMS = 0.003  # room noise under everything
+LEVELS = {"breathe": 0.05, "snore": 0.12}
+CLIPS_PER_CLASS = {"train": 80, "validation": 16, "test": 16}
+CLIP_RANGE_S = (0.5, 1.5)
+EPOCHS = 6
+MIN_EVENT_F1 = 0.8
+MIN_FRAME_ACCURACY = 0.9
+RSS_GROWTH_LIMIT_MB = 30.0
+
+
+# ============================================================================= synthetic sounds
+
+
+def room_noise(rng: np.random.Generator, n: int) -> np.ndarray:
+    return (NOISE_RMS * rng.standard_normal(n)).astype(np.float32)
+
+
+def snore(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A buzzing harmonic tone (fundamental 90-130 Hz) with a slow breathing envelope."""
+    t = np.arange(n) / SR
+    f0 = rng.uniform(90, 130)
+    tone = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 6.3)) / k for k in range(1, 8))
+    envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 0.25 * t + rng.uniform(0, 6.3))
+    return (LEVELS["snore"] * tone * envelope / 2.0).astype(np.float32)
+
+
+def breathe(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Noise band-passed to 2-4 kHz (an FFT mask) with a slow breathing envelope."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1.0 / SR)
+    spec[(freqs < 2000) | (freqs > 4000)] = 0
+    band = np.fft.irfft(spec, n)
+    band /= band.std() + 1e-12
+    t = np.arange(n) / SR
+    envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 0.3 * t + rng.uniform(0, 6.3))
+    return (LEVELS["breathe"] * band * envelope).astype(np.float32)
+
+
+SOUNDS = {"snore": snore, "breathe": breathe}
+
+
+def render(events: list[tuple[str, float, float]], seconds: float, seed: int) -> np.ndarray:
+    """Stereo [N, 2] recording: room noise everywhere plus the planted events."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * SR))
+    mono = room_noise(rng, n)
+    for label, start, end in events:
+        a, b = int(round(start * SR)), int(round(end * SR))
+        mono[a:b] += SOUNDS[label](rng, b - a)
+    outer = 0.8 * mono + room_noise(rng, n)
+    return np.stack([mono, outer], axis=1)
+
+
+def clip_events(rng: np.random.Generator, label: str) -> tuple[list, float]:
+    """(events, seconds) of one training clip: one sound over room noise (quiet: noise only),
+    like DreamCatcher's clips of a single event."""
+    seconds = float(rng.uniform(*CLIP_RANGE_S))
+    return ([] if label == "quiet" else [(label, 0.0, seconds)]), seconds
+
+
+def write_clip_dataset(root: Path, seed: int = 0) -> None:
+    """WAV clips in DreamCatcher's layout (see clip_events)."""
+    rng = np.random.default_rng(seed)
+    for split, per_class in CLIPS_PER_CLASS.items():
+        for label in CLASSES:
+            (root / split / label).mkdir(parents=True, exist_ok=True)
+            for k in range(per_class):
+                events, seconds = clip_events(rng, label)
+                audio = render(events, seconds, seed=int(rng.integers(1 << 31)))
+                sf.write(root / split / label / f"{k:04d}.wav", audio, SR, subtype="PCM_16")
+
+
+def plan_events(seconds: float, seed: int) -> list[tuple[str, float, float]]:
+    """Alternating snore / breathe events of 15-45 s with 10-30 s of quiet between them."""
+    rng = np.random.default_rng(seed)
+    events, t, k = [], rng.uniform(5, 15), 0
+    while True:
+        length = float(rng.uniform(15, 45))
+        if t + length > seconds - 5:
+            return events
+        events.append((("snore", "breathe")[k % 2], round(t, 2), round(t + length, 2)))
+        t += length + rng.uniform(10, 30)
+        k += 1
+
+
+def write_recording(path: Path, events, seconds: float, seed: int, sr: int = SR) -> Path:
+    audio = render(events, seconds, seed)
+    if sr != SR:
+        import soxr
+
+        audio = soxr.resample(audio, SR, sr)
+    sf.write(path, audio, sr, subtype="PCM_16")
+    return path
+
+
+def write_truth(path: Path, events) -> Path:
+    rows = ["label,start,end"] + [f"{lab},{a},{b}" for lab, a, b in events]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A TinyCNN trained with train_run on the distinct-sound clips."""
+    from sleepsound.config import TrainConfig
+    from sleepsound.features.cache import build_split
+    from sleepsound.training.train import train_run
+
+    base = tmp_path_factory.mktemp("detect_run")
+    write_clip_dataset(base / "data")
+    for split in CLIPS_PER_CLASS:
+        build_split(base / "data", base / "cache", split, CLASSES, progress=False)
+    cfg = TrainConfig(
+        cache_dir=base / "cache",
+        results_dir=base / "results",
+        model="tinycnn",
+        epochs=EPOCHS,
+        batch_size=16,
+        lr=3e-3,
+        threads=1,
+        patience=EPOCHS,
+    )
+    return train_run(cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def classifier(run_dir):
+    """The trained run, loaded once (ONNX Runtime backend, as detect uses by default)."""
+    return load_classifier(run_dir)
+
+
+def scored_f1(result) -> float:
+    return result.summary["scores"]["events"]["micro"]["f1"]
+
+
+# ============================================================================= features
+
+
+@pytest.mark.parametrize("window, hop", [(5.0, 1.0), (3.0, 0.5)])
+@pytest.mark.parametrize("frames", ["bucket", "full"])
+def test_window_features_equal_per_window_log_mel(window, hop, frames):
+    """Windows sliced from one shared STFT (edge frames recomputed) equal the cache's
+    per-clip computation: log_mel of the window zero-padded to 5 s, scaled, cropped. The last
+    windows run past the end of the audio and are zero-padded like a short clip."""
+    geo = Geometry.from_seconds(window, hop)
+    rng = np.random.default_rng(1)
+    n = 6
+    span = np.zeros((2, (n - 1) * geo.hop + geo.window), np.float32)
+    total = span.shape[1] - int(2.3 * SR)  # the recording ends 2.3 s before the last window
+    ramp = np.linspace(0.01, 1.0, total, dtype=np.float32)
+    span[:, :total] = rng.standard_normal((2, total)).astype(np.float32) * ramp
+    span[:, 4000:9000] *= 30.0  # a loud burst near the first window edge
+    real = np.clip(total - np.arange(n) * geo.hop, 0, geo.window)
+    card = {"input_scaling": {"offset": 55.0, "scale": 17.0}, "frames": frames, "bucket_frames": 50}
+    groups = window_inputs(span, n, real, geo, card)
+    assert sorted(i for idx, _ in groups for i in idx) == list(range(n))
+    worst_db = 0.0
+    for idx, x in groups:
+        for row, i in enumerate(idx):
+            clip = span[:, i * geo.hop : i * geo.hop + real[i]]
+            ref = scale_db(log_mel(fix_length(clip, CLIP_SAMPLES)), card["input_scaling"])
+            t = int(input_frames(-(-real[i] // 160), frames, 50))
+            assert x.shape[-1] == t
+            worst_db = max(worst_db, float(np.abs(x[row] - ref[..., :t]).max()) * 17.0)
+    assert worst_db < 1e-3
+
+
+def test_geometry_validation():
+    with pytest.raises(ValueError, match="multiples of 10 ms"):
+        Geometry.from_seconds(5.0, 0.333)
+    with pytest.raises(ValueError, match="window"):
+        Geometry.from_seconds(6.0, 1.0)
+    with pytest.raises(ValueError, match="hop"):
+        Geometry.from_seconds(2.0, 3.0)
+    geo = Geometry.from_seconds(5.0, 1.0)
+    assert geo.n_windows(3 * SR) == 3  # windows at 0, 1, 2 s: each has >= 32 ms of audio
+    assert geo.n_windows(10 * SR + 100) == 10  # 100 samples past 10 s are too few for a window
+    assert geo.n_windows(100) == 1
+
+
+# ============================================================================= detection
+
+
+def test_detects_planted_events(run_dir, tmp_path):
+    """Six minutes of room noise with seven planted snore / breathe events of 15-45 s.
+
+    Threshold: micro event-F1 >= 0.8 at detect's default collar (half a window, 2.5 s, on
+    onsets and offsets; offsets also within 20 % of the event). With this model all seven events
+    are found with boundaries moved out by ~2 s (a window holding any part of an event votes
+    for it) plus at most one short spurious event where one sound ends, i.e. F1 ~0.93; 0.8
+    allows one more stray event, not a missed one. Frame accuracy >= 0.85: the ~2 s boundary
+    spread costs ~4 s per event (~8 % of this recording).
+    """
+    planted = plan_events(360.0, seed=5)
+    assert len(planted) == 7
+    rec = write_recording(tmp_path / "night.wav", planted, 360.0, seed=7)
+    truth = write_truth(tmp_path / "truth.csv", planted)
+    out = tmp_path / "out"
+    result = detect(rec, run_dir, out_dir=out, truth=truth, progress=False)
+
+    scores = result.summary["scores"]
+    assert scores["events"]["onset_tol"] == 2.5
+    assert scored_f1(result) >= MIN_EVENT_F1, scores["events"]
+    assert scores["frame_accuracy"] >= MIN_FRAME_ACCURACY
+
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["events.csv", "hourly.csv", "summary.json", "timeline.png"]
+    )
+    assert ev.read_events_csv(out / "events.csv") == [
+        ev.Event(e.label, round(e.start, 3), round(e.end, 3), round(e.confidence, 4))
+        for e in result.events
+    ]
+    assert all(e.label != "quiet" for e in result.events)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["recording"]["duration_s"] == pytest.approx(360.0)
+    assert summary["processing"]["windows"] == 360
+    assert 0 < summary["processing"]["real_time_factor"] < 1
+    assert summary["model"]["classes"] == list(CLASSES)
+    true_snore = sum(b - a for lab, a, b in planted if lab == "snore") / 60
+    assert summary["totals"]["snore_minutes"] == pytest.approx(true_snore, rel=0.25)
+    n_snores = sum(e.label == "snore" for e in result.events)
+    assert summary["totals"]["snore_episodes"] == n_snores >= 4
+    hourly = (out / "hourly.csv").read_text().splitlines()
+    assert hourly[0].split(",")[:4] == ["hour", "start_s", "end_s", "breathe_minutes"]
+    assert "snore_episodes" in hourly[0] and len(hourly) == 2
+    assert (out / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_onnx_file_and_torch_backend_agree(run_dir, tmp_path):
+    """An exported .onnx (model card beside it) and the PyTorch checkpoint give the same window
+    probabilities and events on the same recording."""
+    from sleepsound.deploy.export import export_run
+
+    exported = export_run(run_dir, out_dir=tmp_path / "export", progress=False)
+    rec = write_recording(tmp_path / "r.wav", [("snore", 10.0, 30.0)], 45.0, seed=3)
+    a = detect(rec, exported.onnx_path, out_dir=tmp_path / "a", progress=False)
+    b = detect(rec, run_dir, out_dir=tmp_path / "b", backend="torch", progress=False)
+    assert a.summary["model"]["kind"] == "onnx" and b.summary["model"]["backend"] == "torch"
+    assert np.abs(a.window_probs - b.window_probs).max() < 1e-4
+    assert a.events == b.events or [(e.label, e.start, e.end) for e in a.events] == [
+        (e.label, e.start, e.end) for e in b.events
+    ]
+
+
+def test_last_seconds_are_classified(classifier, tmp_path):
+    """A snore in the last 2 s of a 40 s recording is found: windows keep starting every hop
+    while audio remains and are zero-padded to 5 s like a short cached clip."""
+    rec = write_recording(tmp_path / "end.wav", [("snore", 38.0, 40.0)], 40.0, seed=11)
+    result = detect(rec, classifier, out_dir=tmp_path / "out", progress=False)
+    assert result.summary["processing"]["windows"] == 40
+    assert result.hop_probs.shape == (40, 3)
+    last = [e for e in result.events if e.label == "snore" and e.end > 38.0]
+    assert last and last[-1].end == pytest.approx(40.0)
+    assert all(e.end <= 33.0 for e in result.events if e is not last[-1])
+
+
+def test_short_resampled_mono_recording(classifier, tmp_path):
+    """3 s of snoring, mono at 44.1 kHz (streamed through the soxr resampler): three windows
+    (at 0, 1 and 2 s), one snore event over the whole recording."""
+    rec = tmp_path / "short.wav"
+    audio = render([("snore", 0.0, 3.0)], 3.0, seed=4)[:, 0]
+    import soxr
+
+    sf.write(rec, soxr.resample(audio, SR, 44_100), 44_100, subtype="FLOAT")
+    result = detect(rec, classifier, out_dir=tmp_path / "out", progress=False)
+    assert result.summary["recording"]["sample_rate"] == 44_100
+    assert result.summary["processing"]["windows"] == 3
+    assert [(e.label, e.start, e.end) for e in result.events] == [("snore", 0.0, 3.0)]
+    hourly = result.summary["hourly"]
+    assert len(hourly) == 1 and hourly[0]["snore_minutes"] == pytest.approx(0.05)
+
+
+# ============================================================================= bad recordings
+
+
+def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, expected words in the error)."""
+    good = write_recording(tmp_path / "good.wav", [], 12.0, seed=1)
+    data = good.read_bytes()
+    files = {}
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(data[: len(data) // 2])  # the header still promises 12 s
+    files["truncated"] = (truncated, "truncated WAV")
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(20_000))
+    files["corrupt"] = (corrupt, "not a readable audio file")
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    files["empty"] = (empty, "empty file")
+    silent = tmp_path / "no_frames.wav"
+    sf.write(silent, np.zeros((0, 2), np.float32), SR)
+    files["no_frames"] = (silent, "no audio")
+    flac = tmp_path / "cut.flac"
+    sf.write(flac, render([], 30.0, seed=2), SR)
+    flac_bytes = flac.read_bytes()
+    flac.write_bytes(flac_bytes[: len(flac_bytes) // 2])  # decoding fails part-way
+    files["cut_flac"] = (flac, "")
+    return files
+
+
+def test_bad_recordings_fail_clearly_and_write_nothing(classifier, tmp_path):
+    for name, (path, words) in _bad_files(tmp_path).items():
+        out = tmp_path / f"out_{name}"
+        with pytest.raises(RecordingError) as info:
+            detect(path, classifier, out_dir=out, progress=False)
+        message = str(info.value)
+        assert str(path) in message and words in message, (name, message)
+        if name == "cut_flac":
+            assert "decoding failed after" in message or "ends early" in message
+        assert not (out / "events.csv").exists()
+        assert not list(out.glob("*")) if out.exists() else True
+
+
+# ============================================================================= constant memory
+
+CHILD = textwrap.dedent(
+    """
+    import json, resource, sys
+    from sleepsound.deploy.detect import detect
+    detect(sys.argv[1], sys.argv[2], out_dir=sys.argv[3], hop=5.0, progress=False)
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    print(json.dumps({"peak_mb": peak / 2**20}))
+    """
+)
+
+
+def write_long_recording(path: Path, minutes: float, seed: int) -> Path:
+    """Stereo 16 kHz PCM16 room noise with a snore every 5 minutes, written block by block."""
+    with sf.SoundFile(path, "w", SR, 2, "PCM_16") as f:
+        for block in range(int(minutes)):
+            audio = render([("snore", 10.0, 40.0)] if block % 5 == 0 else [], 60.0, seed + block)
+            f.write(audio)
+            del audio
+    return path
+
+
+def peak_rss_mb(recording: Path, run_dir: Path, out: Path) -> float:
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(recording), str(run_dir), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def test_memory_does_not_grow_with_recording_length(run_dir, tmp_path):
+    """Peak RSS of a detection subprocess on 10 vs 40 minutes of stereo audio (hop 5 s to keep
+    the test short; streaming is the same at any hop) differs by less than 30 MB: audio is read
+    in blocks and only one batch of windows is kept."""
+    short = write_long_recording(tmp_path / "short.wav", 10, seed=1)
+    long = write_long_recording(tmp_path / "long.wav", 40, seed=2)
+    peak_short = peak_rss_mb(short, run_dir, tmp_path / "o1")
+    peak_long = peak_rss_mb(long, run_dir, tmp_path / "o2")
+    long.unlink()
+    assert peak_long - peak_short < RSS_GROWTH_LIMIT_MB, (peak_short, peak_long)
+
+
+# ============================================================================= events.py
+
+
+def E(label, start, end, conf=1.0):
+    return ev.Event(label, start, end, conf)
+
+
+def test_hop_probabilities_average_covering_windows():
+    # 3 windows of 2 hops each: interval 0 <- w0; 1 <- w0, w1; 2 <- w1, w2; 3 <- w2
+    wp = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    hp = ev.hop_probabilities(wp, windows_per_hop=2.0, n=4)
+    np.testing.assert_allclose(hp, [[1, 0], [0.5, 0.5], [0.25, 0.75], [0.5, 0.5]])
+    # an interval past the last window takes the last window
+    np.testing.assert_allclose(ev.hop_probabilities(wp, 1.0, 5)[4], [0.5, 0.5])
+
+
+def test_runs_bridging_and_minimum_duration():
+    labels = np.array([0, 2, 2, 0, 2, 2, 1, 1, 0, 0, 0, 2])
+    assert ev.runs(labels)[:3] == [(0, 0, 1), (2, 1, 3), (0, 3, 4)]
+    # gaps of <= 1 hop between runs of the same label are bridged: [2,2,0,2,2] -> all 2
+    np.testing.assert_array_equal(
+        ev.bridge_gaps(labels, background=0, max_gap_hops=1),
+        [0, 2, 2, 2, 2, 2, 1, 1, 0, 0, 0, 2],
+    )
+    # a 3-hop gap (1, 1, 0) is not bridged at 2 hops, but a 4-hop one is at 5
+    np.testing.assert_array_equal(ev.bridge_gaps(np.array([2, 1, 1, 0, 2]), 0, 2), [2, 1, 1, 0, 2])
+    np.testing.assert_array_equal(
+        ev.bridge_gaps(np.array([2, 1, 1, 0, 0, 2, 0, 2]), 0, 4), [2, 2, 2, 2, 2, 2, 2, 2]
+    )
+    # background runs are never bridged
+    np.testing.assert_array_equal(ev.bridge_gaps(np.array([0, 1, 0]), 0, 5), [0, 1, 0])
+    # runs shorter than 2 hops become background
+    np.testing.assert_array_equal(
+        ev.drop_short(labels, background=0, min_hops=2), [0, 2, 2, 0, 2, 2, 1, 1, 0, 0, 0, 0]
+    )
+
+
+def test_windows_to_events_hand_example():
+    classes = ("quiet", "breathe", "snore")
+    # 1 s hops, window = hop: each window is one interval
+    wp = np.array(
+        [[0.9, 0.05, 0.05]] * 3 + [[0.1, 0.1, 0.8]] * 4 + [[0.6, 0.2, 0.2]] + [[0.2, 0.1, 0.7]] * 2
+    )
+    found, probs, labels = ev.windows_to_events(
+        wp, classes, window=1.0, hop=1.0, duration=9.5, min_duration=2.0, max_gap=1.0
+    )
+    # snore 3..7, a 1-hop quiet gap (bridged), snore 8..9.5 (ends at the recording end)
+    assert labels.tolist() == [0, 0, 0, 2, 2, 2, 2, 2, 2, 2]
+    assert found == [E("snore", 3.0, 9.5, pytest.approx((0.8 * 4 + 0.2 + 0.7 * 2) / 7))]
+    # no bridging, 2 s minimum: the last 2-hop snore stays, nothing else changes
+    found, _, _ = ev.windows_to_events(wp, classes, 1.0, 1.0, 9.5, min_duration=2.0, max_gap=0)
+    assert [(e.label, e.start, e.end) for e in found] == [("snore", 3.0, 7.0), ("snore", 8.0, 9.5)]
+
+
+def test_score_events_tolerances_and_greedy_matching():
+    truth = [E("snore", 10.0, 60.0), E("snore", 100.0, 105.0), E("breathe", 200.0, 220.0)]
+    pred = [
+        E("snore", 11.0, 70.0),  # onset 1.0 s off (= tol), offset 10 s off (= 20 % of 50 s)
+        E("snore", 101.01, 105.0),  # onset 1.01 s off: no match
+        E("breathe", 199.5, 221.0),  # match
+        E("breathe", 200.0, 220.5),  # better match for the same truth: greedy takes this one
+    ]
+    s = ev.score_events(pred, truth, onset_tol=1.0, offset_tol=1.0, offset_frac=0.2)
+    assert s["per_label"]["snore"] == {
+        "tp": 1,
+        "fp": 1,
+        "fn": 1,
+        "precision": 0.5,
+        "recall": 0.5,
+        "f1": 0.5,
+    }
+    b = s["per_label"]["breathe"]
+    assert (b["tp"], b["fp"], b["fn"]) == (1, 1, 0)
+    assert s["micro"]["tp"] == 2 and s["micro"]["fp"] == 2 and s["micro"]["fn"] == 1
+    assert s["micro"]["precision"] == 0.5 and s["micro"]["recall"] == pytest.approx(2 / 3)
+    assert s["micro"]["f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+    # offsets: 10.5 s off a 50 s event is beyond 20 % (10 s)
+    late = ev.score_events([E("snore", 10.0, 70.5)], truth[:1])
+    assert late["micro"]["tp"] == 0
+    # labels must agree; unlisted labels are ignored
+    assert ev.score_events([E("breathe", 10.0, 60.0)], truth[:1])["micro"]["tp"] == 0
+    only = ev.score_events(pred, truth, labels=["breathe"])
+    assert list(only["per_label"]) == ["breathe"]
+
+
+def test_frame_accuracy_hand_example():
+    truth = [E("snore", 2.0, 6.0), E("cough", 7.0, 8.0)]
+    pred = [E("snore", 3.0, 6.0)]
+    # 10 frames of 1 s: frame 2 (snore vs quiet) and frame 7 (cough vs quiet) differ
+    assert ev.frame_accuracy(pred, truth, duration=10.0, resolution=1.0) == pytest.approx(0.8)
+    # with only snore scored, the cough is background on both sides
+    acc = ev.frame_accuracy(pred, truth, 10.0, resolution=1.0, labels=["snore"])
+    assert acc == pytest.approx(0.9)
+    assert ev.frame_accuracy(pred, truth, 10.0) == pytest.approx(0.8)  # 0.1 s grid
+
+
+def test_hourly_table_splits_events_at_hour_boundaries():
+    found = [E("snore", 3500.0, 3700.0), E("breathe", 10.0, 70.0), E("snore", 3650.0, 3660.0)]
+    rows = ev.hourly_table(found, ("quiet", "breathe", "snore"), duration=5400.0)
+    assert [r["hour"] for r in rows] == [0, 1]
+    assert rows[0]["snore_minutes"] == pytest.approx(100 / 60, abs=1e-3)
+    assert rows[1]["snore_minutes"] == pytest.approx(110 / 60, abs=1e-3)
+    assert rows[0]["snore_episodes"] == 1 and rows[1]["snore_episodes"] == 1
+    assert rows[0]["breathe_minutes"] == 1.0 and rows[0]["breathe_episodes"] == 1
+    assert rows[0]["quiet_minutes"] == pytest.approx((3600 - 160) / 60, abs=1e-3)
+    assert rows[1]["end_s"] == 5400.0
+    assert ev.totals(rows)["snore_episodes"] == 2
+
+
+def test_events_csv_round_trip_and_errors(tmp_path):
+    found = [E("snore", 1.0, 2.5, 0.75), E("breathe", 3.0, 4.0, 0.5)]
+    path = tmp_path / "events.csv"
+    path.write_text(ev.events_csv_text(found))
+    assert ev.read_events_csv(path) == found
+    bad = tmp_path / "bad.csv"
+    bad.write_text("label,start\nsnore,1\n")
+    with pytest.raises(ev.EventsFileError, match="missing column"):
+        ev.read_events_csv(bad)
+    bad.write_text("label,start,end\nsnoring,1,2\n")
+    with pytest.raises(ev.EventsFileError, match=r"bad.csv:2: unknown label"):
+        ev.read_events_csv(bad)
+    bad.write_text("label,start,end\nsnore,3,2\n")
+    with pytest.raises(ev.EventsFileError, match="start < end"):
+        ev.read_events_csv(bad)
