@@ -41,7 +41,8 @@ from sleepsound.features.cache import validate_cache
 from sleepsound.progress import say
 from sleepsound.reports.leaderboard import remove_runs
 from sleepsound.training import artifacts as art
-from sleepsound.training.distill import file_sha256, teacher_checkpoint
+from sleepsound.training.artifacts import file_sha256
+from sleepsound.training.distill import teacher_checkpoint
 
 CAMPAIGNS_SUBDIR = "campaigns"
 STATUS_COLUMNS = [

@@ -57,7 +57,6 @@ from sleepsound.deploy.export import (
     onnx_bytes,
     ort_predictor,
     ort_session,
-    sha256_file,
     softmax,
     torch_predictor,
 )
@@ -76,6 +75,7 @@ from sleepsound.features.logmel import (
 )
 from sleepsound.models.inputs import input_frames, scale_db
 from sleepsound.progress import progress_bar, say
+from sleepsound.training.artifacts import file_sha256
 from sleepsound.training.checkpoint import load_model
 
 DEFAULT_WINDOW = CLIP_SECONDS  # s: the clip length models are trained on
@@ -169,7 +169,7 @@ def _onnx_classifier(path: Path) -> Classifier:
     identity = {
         "kind": "onnx",
         "path": str(path.resolve()),
-        "sha256": sha256_file(path),
+        "sha256": file_sha256(path),
         "model": card.get("model"),
         "source_run": card.get("source_run"),
         "backend": "onnxruntime",

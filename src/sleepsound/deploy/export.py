@@ -22,7 +22,6 @@ ONNX Runtime fp32 and ONNX Runtime int8.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -46,6 +45,7 @@ from sleepsound.features.logmel import FEATURE_PARAMS, N_FRAMES, N_MELS
 from sleepsound.models.inputs import input_frames, scale_db
 from sleepsound.models.profile import measure_latency, model_size_bytes
 from sleepsound.progress import say
+from sleepsound.training.artifacts import file_sha256
 from sleepsound.training.checkpoint import load_model
 from sleepsound.training.data import SplitData
 from sleepsound.training.metrics import classification_metrics
@@ -105,14 +105,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, payload: dict) -> None:
     atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -382,7 +374,7 @@ def _source(run_dir: Path, ckpt: dict, cache_path: Path) -> dict:
     return {
         "run_dir": str(run_dir.resolve()),
         "checkpoint": str(ckpt_path.resolve()),
-        "checkpoint_sha256": sha256_file(ckpt_path),
+        "checkpoint_sha256": file_sha256(ckpt_path),
         "epoch": ckpt.get("epoch"),
         "test_cache": str(cache_path.resolve()),
     }

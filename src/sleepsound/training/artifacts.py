@@ -11,6 +11,7 @@ per_class.csv, confusion.csv, checkpoints/{best,last}.pt, status.json.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -30,6 +31,14 @@ def atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_json(path: Path, data) -> None:

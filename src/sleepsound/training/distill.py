@@ -11,7 +11,6 @@ cache gives a new key, so a stale file is never used.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from sleepsound.progress import say
+from sleepsound.training.artifacts import file_sha256
 from sleepsound.training.checkpoint import load_model
 from sleepsound.training.data import SplitData
 
@@ -39,14 +39,6 @@ def kd_loss(
     )
     hard = F.cross_entropy(student, target, weight=weight)
     return alpha * tau**2 * soft + (1 - alpha) * hard
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def teacher_checkpoint(teacher_run: Path) -> Path:
