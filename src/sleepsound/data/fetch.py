@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -59,6 +58,7 @@ from rich.progress import (
 )
 
 from sleepsound import __version__
+from sleepsound.atomic import atomic_write
 from sleepsound.data.archive import MemberCheck, safe_extract_tar
 from sleepsound.data.provenance import SOURCE_FILE
 from sleepsound.taxonomy import LABELS
@@ -615,16 +615,7 @@ def _write_source(out_dir: Path, revision: str) -> None:
 
 
 def _atomic_write_json(path: Path, data: object) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 # --- errors ----------------------------------------------------------------------------------

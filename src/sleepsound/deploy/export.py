@@ -40,12 +40,13 @@ import torch
 from torch import nn
 
 from sleepsound import __version__
+from sleepsound.atomic import atomic_write_bytes
 from sleepsound.features.cache import validate_cache
 from sleepsound.features.logmel import FEATURE_PARAMS, N_FRAMES, N_MELS
 from sleepsound.models.inputs import input_frames, scale_db
 from sleepsound.models.profile import measure_latency, model_size_bytes
 from sleepsound.progress import say
-from sleepsound.training.artifacts import file_sha256
+from sleepsound.training.artifacts import file_sha256, write_json
 from sleepsound.training.checkpoint import load_model
 from sleepsound.training.data import SplitData
 from sleepsound.training.metrics import classification_metrics
@@ -88,23 +89,6 @@ class ExportResult:
 
 
 # ============================================================================= small helpers
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, payload: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -363,7 +347,7 @@ def export_run(
         }
     )
     card_path = out / CARD_NAME
-    atomic_write_json(card_path, card)
+    write_json(card_path, card)
     if progress:
         _report(card, onnx_path)
     return ExportResult(out, onnx_path, card_path, card, int8_path)

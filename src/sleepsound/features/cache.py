@@ -31,6 +31,7 @@ import h5py
 import numpy as np
 
 from sleepsound import __version__
+from sleepsound.atomic import atomic_write
 from sleepsound.data.audio import AudioError, Clip, n_channels_out, read_audio, scan_split
 from sleepsound.data.provenance import describe_source
 from sleepsound.features.logmel import FEATURE_PARAMS, N_FRAMES, N_MELS, clip_log_mel
@@ -273,13 +274,7 @@ def _write_invalid_report(path: Path, rows: list[tuple[str, str, str]]) -> None:
     writer = csv.writer(buf)
     writer.writerow(["path", "reason", "detail"])
     writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, buf.getvalue())
 
 
 def build_split(

@@ -29,6 +29,8 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
+from sleepsound.atomic import atomic_write_bytes
+
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
@@ -96,13 +98,6 @@ def slugify(text: str, max_len: int = 40) -> str:
     return slug[:max_len].rstrip("-") or "figure"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _kernel_env(env: dict[str, str] | None) -> dict[str, str]:
     """The environment of the kernel: ours, plus ``env``, with inline figures and this
     ``sleepsound`` importable."""
@@ -151,7 +146,7 @@ def _save_figures(nb, stem: str, figures_dir: Path) -> list[Path]:
             if png is None:
                 continue
             path = figures_dir / f"{stem}_{len(paths) + 1:02d}_{slug}.png"
-            _atomic_write_bytes(path, base64.b64decode(png))
+            atomic_write_bytes(path, base64.b64decode(png))
             paths.append(path)
     # figures a previous run of this notebook left behind (renamed or removed sections)
     keep = set(paths)
@@ -172,7 +167,7 @@ def _markdown_outputs(nb) -> list[str]:
 
 
 def _write_notebook(nb, path: Path) -> None:
-    _atomic_write_bytes(path, nbformat.writes(nb).encode())
+    atomic_write_bytes(path, nbformat.writes(nb).encode())
 
 
 def run_notebook(

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sleepsound.atomic import atomic_write
 from sleepsound.campaign import summary as seedstats
 from sleepsound.config import NOTEBOOKS_DIR
 from sleepsound.data.provenance import source_title
@@ -795,18 +795,6 @@ SEED_COLUMNS = ["configuration", "student", "n_seeds", "seeds", "test_macro_f1_m
                 "val_macro_f1_mean"]  # fmt: skip
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _audit_line(df: pd.DataFrame, campaign_dir: Path | None) -> str:
     c = completeness_counts(completeness(df, campaign_dir))
     what = "planned" if campaign_dir else "in the leaderboard"
@@ -900,5 +888,5 @@ def report_results(
         notebook, figures_dir, executed_path=executed_path, env=env, timeout=timeout
     )
     df = load_runs(results_dir, campaign_dir)
-    _atomic_text(out_md, render_report(df, campaign_dir, result.figures, out_md))
+    atomic_write(out_md, render_report(df, campaign_dir, result.figures, out_md))
     return out_md

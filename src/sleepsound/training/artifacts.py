@@ -23,14 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sleepsound.atomic import atomic_write, atomic_write_bytes  # noqa: F401 (re-exported)
+
 STATUS_FILE = "status.json"
-
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def file_sha256(path: Path) -> str:
