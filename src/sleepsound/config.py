@@ -25,6 +25,47 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+MIN_MEMORY_LIMIT = 32 * 10**6  # bytes: the smallest --memory-limit the data path honours
+
+
+def parse_size(value: str | int | float) -> int:
+    """``"2GB"``, ``"512 MiB"``, ``"32MB"`` or a number of bytes -> bytes (int)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number, unit = float(value), ""
+    else:
+        text = str(value).strip().upper().replace(" ", "")
+        split = len(text.rstrip("KMGTIB"))
+        number_text, unit = text[:split], text[split:]
+        try:
+            number = float(number_text)
+        except ValueError:
+            number = float("nan")
+        if unit not in _SIZE_UNITS:
+            raise ValueError(f"size {value!r}: unit must be one of B, KB, MB, GB, TB, KiB, MiB, GiB")
+    if not number == number or number <= 0 or number == float("inf"):
+        raise ValueError(f"size {value!r} is not a positive number of bytes")
+    return int(number * _SIZE_UNITS[unit])
+
+
+class AugmentConfig(Strict):
+    """Training-time augmentation (all off by default: the reference policy has none).
+    SpecAugment masks act on the cached log-mel (dB) before scaling; mixup also mixes the
+    teacher's soft targets in distillation; gain shifts a clip's dB values uniformly."""
+
+    time_masks: int = Field(0, ge=0)
+    time_mask_frames: int = Field(20, ge=1)
+    freq_masks: int = Field(0, ge=0)
+    freq_mask_bins: int = Field(8, ge=1)
+    mixup_alpha: float = Field(0.0, ge=0, allow_inf_nan=False)
+    gain_db: float = Field(0.0, ge=0, allow_inf_nan=False)  # uniform in [-gain_db, +gain_db]
+
+    @property
+    def active(self) -> bool:
+        return bool(self.time_masks or self.freq_masks or self.mixup_alpha or self.gain_db)
+
+
 class PreprocessConfig(Strict):
     data_dir: Path = DEFAULT_DATA_DIR
     cache_dir: Path = DEFAULT_CACHE_DIR
@@ -63,10 +104,19 @@ class TrainConfig(Strict):
     frames: Literal["bucket", "full"] = "bucket"
     bucket_frames: int = Field(50, ge=1)
     threads: int | None = Field(None, ge=1)
+    # Most RAM the training data path may hold (bytes); None adapts to the machine.
+    memory_limit: int | None = Field(None, ge=MIN_MEMORY_LIMIT)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on CUDA only
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     # knowledge distillation
     teacher_run: Path | None = None
     alpha: float | None = Field(None, ge=0, le=1)
     tau: float | None = Field(None, gt=0)
+
+    @field_validator("memory_limit", mode="before")
+    @classmethod
+    def _memory_limit(cls, v):
+        return None if v is None else parse_size(v)
 
     @field_validator("class_weights")
     @classmethod

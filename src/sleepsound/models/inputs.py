@@ -14,11 +14,16 @@ depends only on the clip, so a clip gets the same input in training, evaluation 
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass, fields
+
 import numpy as np
 import torch
 
 from sleepsound.features.logmel import N_FRAMES
 
+FRAMES_POLICIES = ("bucket", "full")
+DEFAULT_BUCKET = 50  # frames (0.5 s): the one default of the bucket size
 STATS_CLIPS = 4000  # clips sampled (evenly) to estimate the training split's mean and std
 
 
@@ -43,3 +48,64 @@ def input_frames(
     if frames == "full":
         return np.full_like(n, max_time)
     return np.minimum(max_time, -(-n // bucket) * bucket)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The whole model-input contract, passed whole: saved in every checkpoint (key
+    ``input_spec``) and model card, so training, evaluation, export and detection feed a model
+    exactly the input it was trained on.
+
+    ``(db + offset) / scale`` maps cached dB values to model input; ``frames``/``bucket`` give a
+    clip's input length (:func:`input_frames`); ``channels`` names how the cache mixed the
+    microphones (``mean``, ``in_ear``, ``outer``, ``both``) and ``n_channels`` the model's
+    input channels; ``max_time`` is the cache's frame count (501 for 5 s clips).
+    """
+
+    offset: float
+    scale: float
+    frames: str = "bucket"
+    bucket: int = DEFAULT_BUCKET
+    channels: str = "mean"
+    n_channels: int = 1
+    max_time: int = N_FRAMES
+
+    def __post_init__(self):
+        if not (math.isfinite(self.offset) and math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"input scaling must be finite with scale > 0, got {self}")
+        if self.frames not in FRAMES_POLICIES:
+            raise ValueError(f"frames must be one of {FRAMES_POLICIES}, got {self.frames!r}")
+        if self.bucket < 1 or self.n_channels < 1 or self.max_time < 1:
+            raise ValueError(f"bucket, n_channels and max_time must be >= 1, got {self}")
+
+    def lengths(self, n_frames: np.ndarray | int) -> np.ndarray:
+        """Input length of each clip under this spec's length policy."""
+        return input_frames(n_frames, self.frames, self.bucket, self.max_time)
+
+    def scale_db(self, x):
+        """dB spectrograms (tensor or array) -> model input."""
+        return (x + self.offset) / self.scale
+
+    @property
+    def scaling(self) -> dict:
+        """The scaling in the older dict form (``kind``/``offset``/``scale``)."""
+        return {"kind": "train_standardize", "offset": self.offset, "scale": self.scale}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "input spec") -> InputSpec:
+        """Rebuild from :meth:`to_dict` output; a missing or unknown key is a ValueError
+        naming ``where`` (e.g. the checkpoint or card path)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: input spec must be a mapping, got {type(data).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        missing = sorted(n for n in ("offset", "scale") if n not in data)
+        if unknown or missing:
+            raise ValueError(f"{where}: input spec has unknown keys {unknown} / lacks {missing}")
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: bad input spec ({exc})") from exc
