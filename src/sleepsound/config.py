@@ -43,7 +43,8 @@ def parse_size(value: str | int | float) -> int:
         except ValueError:
             number = float("nan")
         if unit not in _SIZE_UNITS:
-            raise ValueError(f"size {value!r}: unit must be one of B, KB, MB, GB, TB, KiB, MiB, GiB")
+            units = "B, KB, MB, GB, TB, KiB, MiB, GiB"
+            raise ValueError(f"size {value!r}: the unit must be one of {units}")
     if not number == number or number <= 0 or number == float("inf"):
         raise ValueError(f"size {value!r} is not a positive number of bytes")
     return int(number * _SIZE_UNITS[unit])
