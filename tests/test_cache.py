@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import crashrun
 import h5py
 import numpy as np
 import pytest
@@ -141,8 +142,9 @@ def test_resume_after_kill_gives_the_same_cache(tmp_path):
         f"from sleepsound.features.cache import build_split; build_split({str(data)!r}, "
         f"{str(cache)!r}, 'train', ('quiet','breathe','snore'), progress=False)"
     )
-    env = {**os.environ, "SLEEPSOUND_TEST_CRASH_AFTER_CHUNKS": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
+    proc = subprocess.run(
+        crashrun.command("cache.chunk_written", 1, "-c", code), capture_output=True
+    )
     assert proc.returncode == 137
     assert not (cache / "train.h5").exists()  # never a partial file under the final name
     assert (cache / ".train.h5.partial").exists()

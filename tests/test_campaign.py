@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sleepsound import runs as art
 from sleepsound.campaign import (
     CampaignError,
     ManifestError,
@@ -28,8 +29,7 @@ from sleepsound.campaign import (
 )
 from sleepsound.campaign.runner import reuse_state
 from sleepsound.config import TrainConfig
-from sleepsound.reports.leaderboard import read_leaderboard
-from sleepsound.training import artifacts as art
+from sleepsound.runs.leaderboard import read_leaderboard
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = {"epochs": 1, "batch_size": 32, "threads": 1}

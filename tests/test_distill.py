@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sleepsound.config import TrainConfig
-from sleepsound.reports.leaderboard import read_leaderboard
+from sleepsound.runs.leaderboard import read_leaderboard
 from sleepsound.training import distill
 from sleepsound.training.distill import kd_loss
 from sleepsound.training.train import train_run

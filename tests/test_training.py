@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing as mp
-import os
 import shutil
 import subprocess
 import sys
 
+import crashrun
 import h5py
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ from conftest import write_dataset
 
 from sleepsound.config import PreprocessConfig, TrainConfig
 from sleepsound.features.cache import CacheError, preprocess
-from sleepsound.reports.leaderboard import COLUMNS, read_leaderboard, upsert_row
+from sleepsound.runs.leaderboard import COLUMNS, read_leaderboard, upsert_row
 from sleepsound.taxonomy import LABELS
 from sleepsound.training.metrics import classification_metrics
 from sleepsound.training.train import evaluate_run, train_run
@@ -80,8 +80,8 @@ def test_resume_equals_uninterrupted(tone_cache, tmp_path):
         f"results_dir={str(results)!r}, model='crnn', epochs=3, batch_size=16, patience=3, "
         "threads=1), resume=True, progress=False)"
     )
-    env = {**os.environ, "SLEEPSOUND_TEST_CRASH_AFTER_EPOCHS": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    crash = crashrun.command("train.epoch_saved", 1, "-c", code)
+    proc = subprocess.run(crash, capture_output=True, text=True)
     assert proc.returncode == 137, proc.stderr
     run = results / "runs" / full.name
     assert json.loads((run / "status.json").read_text())["state"] == "running"

@@ -28,9 +28,35 @@ def _set(**kwargs) -> dict:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
+def _message(err: Exception) -> str:
+    """The text after ``error:``; pydantic errors become ``--option: reason`` (one line)."""
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError):
+        parts = []
+        for e in err.errors():
+            loc = ".".join(str(p) for p in e["loc"] if p != "__root__")
+            option = "--" + loc.replace("_", "-") if loc else "options"
+            parts.append(f"{option}: {e['msg'].removeprefix('Value error, ')}")
+        return "; ".join(parts)
+    return str(err)
+
+
 def _fail(err: Exception) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(
+        f"[bold red]error:[/] {_message(err)}", highlight=False, markup=True
+    )
     raise typer.Exit(2)
+
+
+def _out_folder(path: Path, option: str) -> Path:
+    """``path`` if it is a folder or can become one; ValueError naming ``option`` otherwise."""
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{option} {path}: {parent} exists and is not a folder")
+            break
+    return path
 
 
 # ----------------------------------------------------------------------------- data
@@ -48,11 +74,15 @@ def synth(
     """Write the embedded synthetic earable dataset (DreamCatcher layout) or a synthetic night."""
     from sleepsound.data import synth as gen
 
-    if night is not None:
-        info = gen.generate_night(out_dir, hours=night, seed=seed)
-        out.print(f"night of {night} h -> {out_dir} ({info.get('n_events', '?')} events)")
-        return
-    info = gen.generate_dataset(out_dir, **_set(n_clips=clips), seed=seed)
+    try:
+        _out_folder(out_dir, "--out")
+        if night is not None:
+            info = gen.generate_night(out_dir, hours=night, seed=seed)
+            out.print(f"night of {night} h -> {out_dir} ({info.get('n_events', '?')} events)")
+            return
+        info = gen.generate_dataset(out_dir, **_set(n_clips=clips), seed=seed)
+    except (ValueError, OSError) as err:
+        _fail(err)
     out.print(f"{info['n_clips']} clips -> {out_dir}")
 
 
@@ -122,7 +152,10 @@ def _train_config(**kwargs):
 
     model_kwargs = kwargs.pop("model_kwargs", None)
     if model_kwargs:
-        kwargs["model_kwargs"] = json.loads(model_kwargs)
+        try:
+            kwargs["model_kwargs"] = json.loads(model_kwargs)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--model-kwargs {model_kwargs!r}: not JSON ({exc.msg})") from None
     return TrainConfig(**_set(**kwargs))
 
 
@@ -232,19 +265,33 @@ LEADERBOARD_VIEW = ["run_name", "params", "val_macro_f1", "test_macro_f1", "test
 
 @app.command()
 def leaderboard(results_dir: Path = typer.Option(RESULTS_DIR, "--results-dir")) -> None:
-    """Print results/leaderboard.csv as a table, best test macro-F1 first."""
-    from sleepsound.reports.leaderboard import read_leaderboard
+    """Print the leaderboard as a table, best test macro-F1 first (complete runs missing from it
+    are added first)."""
+    from sleepsound import runs
 
-    rows = read_leaderboard(results_dir / "leaderboard.csv")
+    path = runs.leaderboard_file(results_dir)
+    try:
+        _out_folder(results_dir, "--results-dir")
+        added = runs.reconcile(results_dir)
+        rows = runs.read_leaderboard(path)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    if added:
+        out.print(f"added {len(added)} complete run(s) missing from {path}: {', '.join(added)}")
     if not rows:
-        _fail(FileNotFoundError(f"{results_dir / 'leaderboard.csv'}: no finished runs yet"))
-    rows.sort(key=lambda r: -float(r["test_macro_f1"]))
-    table = Table(title=f"{results_dir / 'leaderboard.csv'} ({rows[0]['data_source']})")
+        _fail(FileNotFoundError(f"{path}: no finished runs yet"))
+    rows.sort(key=lambda r: -_number(r["test_macro_f1"]))
+    table = Table(title=f"{path} ({rows[0]['data_source']})")
     for col in LEADERBOARD_VIEW:
         table.add_column(col, justify="left" if col == "run_name" else "right")
     for r in rows:
         table.add_row(*[_fmt(r[c]) for c in LEADERBOARD_VIEW])
     out.print(table)
+
+
+def _number(value: str) -> float:
+    """A leaderboard cell as a number; empty cells sort last."""
+    return float(value) if value not in ("", None) else float("-inf")
 
 
 def _fmt(value: str) -> str:
@@ -291,8 +338,9 @@ def report_results(
     from sleepsound.reports.results import report_results as run
 
     try:
+        _out_folder(results_dir, "--results-dir")
         path = run(results_dir, campaign=campaign)
-    except (NotebookError, FileNotFoundError) as err:
+    except (NotebookError, ValueError, OSError) as err:
         _fail(err)
     out.print(f"results report -> {path}")
 
@@ -316,6 +364,9 @@ def campaign(
     if resume and fresh_start:
         _fail(ValueError("--resume and --fresh-start exclude each other"))
     try:
+        for folder, option in ((results_dir, "--results-dir"), (cache_dir, "--cache-dir")):
+            if folder is not None:
+                _out_folder(folder, option)
         run_campaign(
             manifest,
             resume=resume,
@@ -324,7 +375,7 @@ def campaign(
             cache_dir=cache_dir,
             results_dir=results_dir,
         )
-    except (ManifestError, CampaignError, FileNotFoundError) as err:
+    except (ManifestError, CampaignError, ValueError, OSError) as err:
         _fail(err)
 
 
@@ -334,18 +385,22 @@ def campaign(
 def resolve_run(spec: str, results_dir: Path = RESULTS_DIR) -> Path:
     """A run directory, or ``best`` / ``best-student``: the finished run with the highest
     VALIDATION macro-F1 (students: fewer parameters than the largest model on the board)."""
-    from sleepsound.reports.leaderboard import read_leaderboard
+    from sleepsound import runs
 
     if spec not in ("best", "best-student"):
         return Path(spec)
+    path = runs.leaderboard_file(results_dir)
+    runs.reconcile(results_dir)
     rows = [
-        r for r in read_leaderboard(results_dir / "leaderboard.csv") if r["collapsed"] != "True"
+        r
+        for r in runs.read_leaderboard(path)
+        if r["collapsed"] != "True" and r["params"] and r["val_macro_f1"]
     ]
     if spec == "best-student" and rows:
-        largest = max(int(r["params"]) for r in rows)
-        rows = [r for r in rows if int(r["params"]) < largest] or rows
+        largest = max(float(r["params"]) for r in rows)
+        rows = [r for r in rows if float(r["params"]) < largest] or rows
     if not rows:
-        raise FileNotFoundError(f"{results_dir / 'leaderboard.csv'}: no finished run to pick")
+        raise FileNotFoundError(f"{path}: no finished run to pick")
     best = max(rows, key=lambda r: float(r["val_macro_f1"]))
     out.print(f"{spec}: {best['run_name']} (validation macro-F1 {float(best['val_macro_f1']):.4f})")
     return Path(best["run_dir"])

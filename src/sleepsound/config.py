@@ -5,7 +5,9 @@ user set."""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +21,27 @@ DEFAULT_CACHE_DIR = RESULTS_DIR / CACHE_SUBDIR
 DEFAULT_DATA_DIR = Path("data") / "synthetic"
 # The checkout's notebooks/ folder (make installs sleepsound editable from the checkout).
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+# A run name is ONE path component: it names <results>/runs/<name>, which training replaces.
+RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=+-]*")
+RUN_NAME_MAX = 200
+
+
+def check_run_name(name: str) -> str:
+    """``name`` if it is a safe run name (one path component: letters, digits and ``_.=+-``,
+    starting with a letter or digit, at most 200 characters); ValueError otherwise. ``..``,
+    ``.``, ``a/b`` and absolute paths are refused: a run folder is deleted when re-trained."""
+    if (
+        not isinstance(name, str)
+        or not RUN_NAME_PATTERN.fullmatch(name)
+        or len(name) > RUN_NAME_MAX
+    ):
+        raise ValueError(
+            f"run name {name!r} is not one safe folder name (letters, digits and _ . = + -, "
+            f"starting with a letter or digit, at most {RUN_NAME_MAX} characters)"
+        )
+    return name
 
 
 class Strict(BaseModel):
@@ -93,9 +116,9 @@ class TrainConfig(Strict):
     results_dir: Path = RESULTS_DIR
     epochs: int = Field(50, ge=1)
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-5, ge=0)
-    grad_clip: float = Field(0.0, ge=0)  # 0: no clipping
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
+    weight_decay: float = Field(1e-5, ge=0, allow_inf_nan=False)
+    grad_clip: float = Field(0.0, ge=0, allow_inf_nan=False)  # 0: no clipping
     class_weights: str = "reference"  # "reference" | "balanced" | "none" | "1.0,1.5,5.5"
     patience: int = Field(5, ge=1)
     seed: int = 42
@@ -111,8 +134,13 @@ class TrainConfig(Strict):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     # knowledge distillation
     teacher_run: Path | None = None
-    alpha: float | None = Field(None, ge=0, le=1)
-    tau: float | None = Field(None, gt=0)
+    alpha: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    tau: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+    @field_validator("run_name")
+    @classmethod
+    def _run_name(cls, v: str | None) -> str | None:
+        return None if v is None else check_run_name(v)
 
     @field_validator("memory_limit", mode="before")
     @classmethod
@@ -131,8 +159,8 @@ class TrainConfig(Strict):
             raise ValueError(
                 f"class weights must be 'reference', 'balanced', 'none' or numbers, got {v!r}"
             ) from exc
-        if any(w <= 0 for w in values):
-            raise ValueError(f"class weights must be positive, got {v!r}")
+        if not all(math.isfinite(w) and w > 0 for w in values):
+            raise ValueError(f"class weights must be positive finite numbers, got {v!r}")
         return ",".join(str(w) for w in values)
 
     @model_validator(mode="after")
@@ -151,4 +179,4 @@ class TrainConfig(Strict):
         if self.is_distillation:
             parts.append(f"kd-a{self.alpha:g}-t{self.tau:g}")
         parts.append(f"s{self.seed}")
-        return "_".join(parts)
+        return check_run_name("_".join(parts))

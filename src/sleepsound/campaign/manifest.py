@@ -49,7 +49,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from sleepsound.config import DEFAULT_CACHE_DIR, RESULTS_DIR, Strict, TrainConfig
+from sleepsound.config import DEFAULT_CACHE_DIR, RESULTS_DIR, Strict, TrainConfig, check_run_name
 from sleepsound.models import create_model, list_models
 
 # TrainConfig fields the campaign sets itself: a manifest may not set them in `train`,
@@ -310,7 +310,25 @@ class Manifest(Strict):
         dup = sorted({s for s in stems if stems.count(s) > 1})
         if dup:
             raise ValueError(f"gate.tuning_grid: duplicate run names {dup}; repeat no value")
+        self._check_names()
         return self
+
+    def _check_names(self) -> None:
+        """Every run name the manifest expands to must be one safe folder name: a grid value
+        such as a path must not lead a run folder out of ``<results>/runs``."""
+        where = {"phase1": "phase1", "tuning": "gate.tuning_grid", "phase2": "phase2"}
+        stems = {
+            "phase1": [r.stem for r in self.phase1_runs()],
+            "tuning": self.tuning_stems(),
+            "phase2": [s for s, *_ in self.phase2_runs()],
+        }
+        for phase, names in stems.items():
+            for stem in names:
+                for seed in self.seeds:
+                    try:
+                        check_run_name(self.run_name(phase, stem, seed))
+                    except ValueError as exc:
+                        raise ValueError(f"{where[phase]}: {exc}") from None
 
     # -- expansion
 

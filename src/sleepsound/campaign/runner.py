@@ -34,15 +34,14 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from sleepsound import runs
+from sleepsound.atomic import atomic_write
 from sleepsound.campaign.manifest import Manifest, ModelRun, load_manifest, tuning_stem
 from sleepsound.campaign.summary import summarize
 from sleepsound.config import TrainConfig
 from sleepsound.features.cache import validate_cache
 from sleepsound.progress import say
-from sleepsound.reports.leaderboard import remove_runs
-from sleepsound.training import artifacts as art
-from sleepsound.training.artifacts import file_sha256
-from sleepsound.training.distill import teacher_checkpoint
+from sleepsound.training.distill import teacher_digest
 
 CAMPAIGNS_SUBDIR = "campaigns"
 STATUS_COLUMNS = [
@@ -88,7 +87,7 @@ def campaign_dir(manifest: Manifest) -> Path:
 
 
 def run_dir_of(config: TrainConfig) -> Path:
-    return Path(config.results_dir) / "runs" / config.run_name
+    return runs.run_dir(config.results_dir, config.run_name)
 
 
 def _config(manifest: Manifest, run: ModelRun, name: str, seed: int, **extra) -> TrainConfig:
@@ -270,28 +269,26 @@ def _now() -> str:
 
 
 def _validation_f1(run_dir: Path) -> float:
-    return float(art.read_json(Path(run_dir) / "metrics.json")["validation"]["macro_f1"])
+    return float(runs.read_metrics(run_dir)["validation"]["macro_f1"])
 
 
-def _same_cache(saved: dict, cfg: TrainConfig) -> bool:
+def _fingerprint(path: Path) -> str | None:
     try:
-        return all(
-            validate_cache(Path(cfg.cache_dir) / f"{split}.h5").attrs["fingerprint"] == fp
-            for split, fp in saved["cache_fingerprints"].items()
-        )
+        return validate_cache(path).attrs["fingerprint"]
     except (OSError, ValueError, KeyError):
-        return False
+        return None
 
 
-def _same_teacher(saved: dict, cfg: TrainConfig) -> bool:
-    """The stored teacher logits were keyed by the teacher checkpoint's hash: still that one?"""
-    if not cfg.is_distillation:
-        return True
-    try:
-        digest = file_sha256(teacher_checkpoint(cfg.teacher_run))[:16]
-        return Path(saved["teacher_logits"]).name.startswith(digest)
-    except (OSError, KeyError, TypeError):
-        return False
+def reuse_decision(run_dir: Path, cfg: TrainConfig) -> runs.Decision:
+    """The run-directory decision (:func:`sleepsound.runs.resume_decision`) for ``cfg``, with
+    the cache's fingerprints and the teacher checkpoint as they are now."""
+    splits = ("train", "validation")
+    return runs.resume_decision(
+        run_dir,
+        cfg.model_dump(mode="json"),
+        {split: _fingerprint(Path(cfg.cache_dir) / f"{split}.h5") for split in splits},
+        (teacher_digest(cfg.teacher_run) or "<unreadable>") if cfg.is_distillation else None,
+    )
 
 
 def reuse_state(run_dir: Path, cfg: TrainConfig) -> str:
@@ -301,31 +298,16 @@ def reuse_state(run_dir: Path, cfg: TrainConfig) -> str:
     ``resumable`` (same config but incomplete: continue from its last checkpoint),
     ``stale`` (another config, cache or teacher: train afresh), ``missing``.
     """
-    status = art.run_status(run_dir)
-    if status == "missing":
-        return "missing"
-    try:
-        saved = art.read_json(run_dir / "config.json")
-    except (OSError, ValueError):
-        return "stale"
-    mine = cfg.model_dump(mode="json")
-    if {k: saved.get(k) for k in mine} != mine:
-        return "stale"
-    if not _same_cache(saved, cfg) or not _same_teacher(saved, cfg):
-        return "stale"
-    if status == "complete":
-        try:
-            _validation_f1(run_dir)
-            float(art.read_json(run_dir / "metrics.json")["test"]["macro_f1"])
-            return "valid"
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    return "resumable" if (run_dir / "checkpoints" / "last.pt").is_file() else "stale"
+    return _REUSE_STATES[reuse_decision(run_dir, cfg).state]
 
 
-def _differences(saved: dict, cfg: TrainConfig) -> list[str]:
-    mine = cfg.model_dump(mode="json")
-    return sorted(k for k in mine if saved.get(k) != mine[k])
+_REUSE_STATES = {
+    "missing": "missing",
+    "complete": "valid",
+    "resumable": "resumable",
+    "changed": "stale",
+    "restart": "stale",
+}
 
 
 # ----------------------------------------------------------------------------- the campaign
@@ -353,13 +335,13 @@ class _Campaign:
     # -- files
 
     def write_status(self) -> None:
-        art.write_csv(
+        runs.write_csv(
             self.dir / "status.csv", STATUS_COLUMNS, [r.row() for r in self.records.values()]
         )
 
     def write_gates(self) -> None:
         gate = self.manifest.gate
-        art.write_json(
+        runs.write_json(
             self.dir / "gate.json",
             {
                 "min_margin": gate.min_margin if gate else None,
@@ -389,9 +371,12 @@ class _Campaign:
         counter = f"[{self.done}/{self.total}]"
         resume_from_checkpoint = False
         if self.resume:
-            state = reuse_state(run_dir, cfg)
+            decision = reuse_decision(run_dir, cfg)
+            state = _REUSE_STATES[decision.state]
             if state == "valid":
-                seconds = art.read_json(run_dir / "metrics.json").get("duration_s", "")
+                seconds = runs.read_metrics(run_dir).get("duration_s", "")
+                if runs.ensure_row(run_dir):
+                    say(f"{cfg.run_name}: its missing leaderboard row was added")
                 say(f"{counter} {phase} {cfg.run_name}: already complete, reused")
                 self.update(
                     record, state="complete", seconds=seconds, error="",
@@ -400,15 +385,10 @@ class _Campaign:
                 return record
             if state == "resumable":
                 resume_from_checkpoint = True
-                if art.run_status(run_dir) == "complete":  # complete but metrics unreadable
-                    art.set_status(run_dir, "running")
+                if runs.run_status(run_dir) == "complete":  # complete but metrics unreadable
+                    runs.set_status(run_dir, "running")
             elif state == "stale":
-                try:
-                    changed = _differences(art.read_json(run_dir / "config.json"), cfg)
-                except (OSError, ValueError):
-                    changed = ["config.json unreadable"]
-                why = f"config differs in {changed}" if changed else "cache or teacher changed"
-                say(f"{cfg.run_name}: existing run is stale ({why}): training it again")
+                say(f"{cfg.run_name}: existing run is stale ({decision.reason}): training it again")
         what = "resuming" if resume_from_checkpoint else "training"
         say(f"[bold]{counter} {phase} {cfg.run_name}[/]: {what} {cfg.model}")
         t0 = time.perf_counter()
@@ -432,9 +412,9 @@ class _Campaign:
     def _failed(self, record, run_dir: Path, t0: float, error: str, exc) -> None:
         error_file = self.dir / "errors" / f"{record.run_name}.txt"
         text = "".join(traceback.format_exception(exc)) if exc is not None else error + "\n"
-        art.atomic_write(error_file, text)
-        if art.run_status(run_dir) == "running":
-            art.set_status(run_dir, "failed", error=error)
+        atomic_write(error_file, text)
+        if runs.run_status(run_dir) == "running":
+            runs.set_status(run_dir, "failed", error=error)
         self.update(
             record, state="failed", finished=_now(), seconds=time.perf_counter() - t0,
             error=error.splitlines()[0] if error else "",
@@ -569,9 +549,10 @@ def remove_campaign(manifest: Manifest, steps: list[PlannedRun]) -> list[Path]:
             say(f"removing {path}")
             shutil.rmtree(path)
             removed.append(path)
-    n_rows = remove_runs(Path(manifest.results_dir) / "leaderboard.csv", targets[1:])
+    board = runs.leaderboard_file(manifest.results_dir)
+    n_rows = runs.remove_runs(board, targets[1:])
     if n_rows:
-        say(f"removed {n_rows} row(s) from {Path(manifest.results_dir) / 'leaderboard.csv'}")
+        say(f"removed {n_rows} row(s) from {board}")
     return removed
 
 
@@ -635,7 +616,7 @@ def run_campaign(
     camp.phase2(teachers)
     result = CampaignResult(manifest, cdir, steps, camp.records, camp.gates)
     result.summary = summarize(result.complete_run_dirs())
-    art.atomic_write(cdir / "summary.csv", result.summary.to_csv(index=False))
+    atomic_write(cdir / "summary.csv", result.summary.to_csv(index=False))
     result.wall_seconds = time.perf_counter() - t0
     _closing_summary(result)
     return result
@@ -646,11 +627,11 @@ def _write_manifest(cdir: Path, manifest: Manifest) -> None:
     data = manifest.model_dump(mode="json")
     if path.is_file():
         try:
-            if art.read_json(path) != data:
+            if runs.read_json(path) != data:
                 say(f"{path}: the manifest changed since the last run; changed runs are redone")
         except (OSError, ValueError):
             pass
-    art.write_json(path, data)
+    runs.write_json(path, data)
 
 
 def _closing_summary(result: CampaignResult) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from sleepsound.reports.leaderboard import run_row
+from sleepsound.runs.leaderboard import run_row
 
 # Leaderboard columns that define a configuration: runs equal in all of them are seeds of one
 # configuration. The teacher run is left out on purpose: each seed has its own teacher.
@@ -88,7 +88,7 @@ def summarize(
 
     Args:
         runs: leaderboard rows (DataFrame or dicts, e.g. from ``read_leaderboard``) or run
-            directories (read with :func:`sleepsound.reports.leaderboard.run_row`).
+            directories (read with :func:`sleepsound.runs.leaderboard.run_row`).
         by: the columns that define a configuration (those present are used).
 
     Returns:

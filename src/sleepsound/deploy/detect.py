@@ -75,7 +75,7 @@ from sleepsound.features.logmel import (
 )
 from sleepsound.models.inputs import input_frames, scale_db
 from sleepsound.progress import progress_bar, say
-from sleepsound.training.artifacts import file_sha256
+from sleepsound.runs import file_sha256
 from sleepsound.training.checkpoint import load_model
 
 DEFAULT_WINDOW = CLIP_SECONDS  # s: the clip length models are trained on

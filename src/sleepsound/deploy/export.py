@@ -46,7 +46,7 @@ from sleepsound.features.logmel import FEATURE_PARAMS, N_FRAMES, N_MELS
 from sleepsound.models.inputs import input_frames, scale_db
 from sleepsound.models.profile import measure_latency, model_size_bytes
 from sleepsound.progress import say
-from sleepsound.training.artifacts import file_sha256, write_json
+from sleepsound.runs import BEST_CHECKPOINT, CONFIG_FILE, file_sha256, write_json
 from sleepsound.training.checkpoint import load_model
 from sleepsound.training.data import SplitData
 from sleepsound.training.metrics import classification_metrics
@@ -55,8 +55,8 @@ ONNX_NAME = "model.onnx"
 INT8_NAME = "model.int8.onnx"
 CARD_NAME = "model_card.json"
 EXPORT_SUBDIR = "export"
-CHECKPOINT = Path("checkpoints") / "best.pt"
-RUN_CONFIG = "config.json"
+CHECKPOINT = Path(BEST_CHECKPOINT)  # inside a run directory
+RUN_CONFIG = CONFIG_FILE
 INPUT_NAME = "logmel_scaled"
 OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 17

@@ -35,6 +35,7 @@ from sleepsound.atomic import atomic_write
 from sleepsound.data.audio import AudioError, Clip, n_channels_out, read_audio, scan_split
 from sleepsound.data.provenance import describe_source
 from sleepsound.features.logmel import FEATURE_PARAMS, N_FRAMES, N_MELS, clip_log_mel
+from sleepsound.milestones import reached
 from sleepsound.progress import progress_bar, say
 
 FORMAT_VERSION = 1
@@ -318,7 +319,6 @@ def build_split(
     h5, n_done = _open_partial(partial, attrs, n_channels_out(channels))
     if n_done:
         print(f"{split}: resuming at clip {n_done} of {len(clips)} from {partial}")
-    crash_after = int(os.environ.get("SLEEPSOUND_TEST_CRASH_AFTER_CHUNKS", "0"))
     try:
         todo = clips[n_done:]
         with progress_bar(f"{split}", total=len(clips), enabled=progress) as advance:
@@ -329,8 +329,7 @@ def build_split(
                 h5.attrs["n_done"] = int(h5.attrs["n_done"]) + len(chunk)
                 h5.flush()
                 advance(len(chunk))
-                if crash_after and k >= crash_after:
-                    os._exit(137)  # test hook: die like a killed process, no clean-up
+                reached("cache.chunk_written", split=split, chunk=k)
         n_written = int(h5.attrs["n_written"])
         invalid = [
             (path, *reason.split("\t", 1))

@@ -2,8 +2,8 @@
 
     report_results(Path("results"))  # results/report.md, results/figures/results_analysis_*.png
 
-Everything is read from ``results/leaderboard.csv``, the run directories it points to
-(``config.json``, ``metrics.json``, ``epochs.csv``, ``confusion.csv``) and, when there is one,
+Everything is read from the leaderboard, the run directories it points to (their config,
+metrics, per-epoch log and confusion matrices, see :mod:`sleepsound.runs`) and, when there is one,
 a campaign folder ``results/campaigns/<name>/`` (``status.csv``, ``gate.json``); nothing is
 retrained. The notebook ``notebooks/results_analysis.ipynb`` imports the functions below, so the
 tables it shows and the tables in ``report.md`` are computed once, by the same code:
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sleepsound import runs
 from sleepsound.atomic import atomic_write
 from sleepsound.campaign import summary as seedstats
 from sleepsound.config import NOTEBOOKS_DIR
@@ -44,15 +45,7 @@ TEACHER_MODELS_DEFAULT = ("crnn",)  # the reference teacher, when no KD run name
 GATE_MARGIN_DEFAULT = 0.03  # the reference gate (validation macro-F1)
 NOISE_POINTS = 0.02  # one seed: differences below ~1-2 points are indistinguishable from noise
 NEAR_BEST = 0.01  # "within 1 point of the best"
-REQUIRED_FILES = (
-    "status.json",
-    "config.json",
-    "metrics.json",
-    "epochs.csv",
-    "confusion.csv",
-    "per_class.csv",
-    "checkpoints/best.pt",
-)
+REQUIRED_FILES = runs.REQUIRED_FILES
 METRIC_COLUMNS = [
     "val_acc", "val_balanced_acc", "val_macro_f1", "test_acc", "test_balanced_acc",
     "test_macro_f1", "test_macro_precision", "test_macro_recall",
@@ -155,10 +148,14 @@ def read_status(campaign_dir: Path | None) -> pd.DataFrame:
 
 
 def _leaderboard(results_dir: Path, campaign_dir: Path | None) -> pd.DataFrame:
-    paths = [Path(results_dir) / "leaderboard.csv"]
+    paths = [runs.leaderboard_file(results_dir)]
     if campaign_dir is not None:
-        paths.insert(0, Path(campaign_dir) / "leaderboard.csv")
-    frames = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in paths if p.is_file()]
+        paths.insert(0, runs.leaderboard_file(campaign_dir))
+    frames = [
+        pd.DataFrame(rows, dtype=str)
+        for rows in (runs.read_leaderboard(p) for p in paths if p.is_file())
+        if rows
+    ]
     if not frames:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)
@@ -169,7 +166,7 @@ def _resolve_run_dir(results_dir: Path, row) -> Path:
     """The run directory of a leaderboard row: ``runs/<run_name>`` next to the leaderboard when
     it exists (the same path unless the results folder was moved or copied), else the path the
     row recorded."""
-    local = Path(results_dir) / "runs" / str(row["run_name"])
+    local = runs.run_dir(results_dir, str(row["run_name"]))
     recorded = str(row.get("run_dir") or "")
     return local if local.is_dir() or not recorded else Path(recorded)
 
@@ -191,7 +188,7 @@ def load_runs(
     """One row per finished run: the leaderboard columns (numbers as numbers) plus ``run_path``
     (Path), ``student`` (model label), ``configuration`` (run name without seed), ``phase``,
     ``teacher_name``, ``collapsed_test`` and ``source`` (data-source line from the run's
-    config.json). With a campaign folder, only that campaign's runs (names in its status.csv,
+    config). With a campaign folder, only that campaign's runs (names in its status.csv,
     else names starting with ``<campaign>-``)."""
     results_dir = Path(results_dir)
     df = _leaderboard(results_dir, campaign_dir)
@@ -222,8 +219,8 @@ def load_runs(
     df["teacher_name"] = [Path(t).name if t else "" for t in df["teacher_run"].astype(str)]
     sources, collapsed_test = [], []
     for path, fallback in zip(df["run_path"], df["data_source"], strict=True):
-        cfg = _read_json(path / "config.json") or {}
-        metrics = _read_json(path / "metrics.json") or {}
+        cfg = _read_json(runs.config_path(path)) or {}
+        metrics = _read_json(runs.metrics_path(path)) or {}
         sources.append(source_title(cfg["data_source"]) if "data_source" in cfg else fallback)
         collapsed_test.append(bool(metrics.get("collapsed", {}).get("test", False)))
     df["source"] = sources
@@ -232,7 +229,7 @@ def load_runs(
 
 
 def data_sources(df: pd.DataFrame) -> list[str]:
-    """The distinct data-source lines of the runs (from their config.json)."""
+    """The distinct data-source lines of the runs (from their configs)."""
     return sorted(set(df["source"])) if len(df) else []
 
 
@@ -252,7 +249,7 @@ def source_line(df: pd.DataFrame) -> str:
 def check_artifacts(df: pd.DataFrame) -> list[str]:
     """Every problem with the runs a report would rely on: a missing or incomplete run
     directory, a missing artifact, a metric outside [0, 1], a leaderboard row that disagrees
-    with its metrics.json. An empty list means the artifacts are sound."""
+    with its metrics file. An empty list means the artifacts are sound."""
     problems = []
     for row in df.to_dict("records"):
         name, path = row["run_name"], Path(row["run_path"])
@@ -262,13 +259,13 @@ def check_artifacts(df: pd.DataFrame) -> list[str]:
         missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
         if missing:
             problems.append(f"{name}: missing {', '.join(missing)} in {path}")
-        state = (_read_json(path / "status.json") or {}).get("state", "missing")
+        state = runs.run_status(path)
         if state != "complete":
             problems.append(f"{name}: status is {state!r}, not 'complete' ({path})")
         bad = [c for c in METRIC_COLUMNS if not 0.0 <= row.get(c, math.nan) <= 1.0]
         if bad:
             problems.append(f"{name}: metrics outside [0, 1] or missing: {bad}")
-        metrics = _read_json(path / "metrics.json")
+        metrics = _read_json(runs.metrics_path(path))
         if metrics is not None:
             for split, prefix in (("validation", "val"), ("test", "test")):
                 value = metrics.get(split, {}).get("macro_f1")
@@ -277,7 +274,7 @@ def check_artifacts(df: pd.DataFrame) -> list[str]:
                 ):
                     problems.append(
                         f"{name}: leaderboard {prefix}_macro_f1 {row[f'{prefix}_macro_f1']} "
-                        f"differs from metrics.json ({value})"
+                        f"differs from {runs.METRICS_FILE} ({value})"
                     )
         if row["kind"] == "kd" and not Path(row["teacher_run"]).is_dir():
             if _teacher_row(df, row) is None:
@@ -486,13 +483,12 @@ def pareto_mask(cost, score) -> np.ndarray:
 
 
 def read_epochs(run_path: Path) -> pd.DataFrame:
-    return pd.read_csv(Path(run_path) / "epochs.csv")
+    return pd.read_csv(runs.epochs_path(run_path))
 
 
 def read_confusion(run_path: Path, split: str = "test") -> pd.DataFrame:
     """Confusion matrix (rows true, columns predicted) as counts."""
-    name = "confusion.csv" if split == "test" else f"confusion_{split}.csv"
-    return pd.read_csv(Path(run_path) / name, index_col=0)
+    return pd.read_csv(runs.layout.confusion_path(run_path, split), index_col=0)
 
 
 def row_normalised(cm: pd.DataFrame) -> pd.DataFrame:
@@ -877,6 +873,7 @@ def report_results(
     from sleepsound.reports.notebook import run_notebook
 
     results_dir = Path(results_dir).resolve()
+    runs.reconcile(results_dir)  # complete runs killed before their leaderboard row
     out_md = Path(out_md or results_dir / "report.md")
     figures_dir = Path(figures_dir or results_dir / "figures")
     campaign_dir = locate_campaign(results_dir, campaign)

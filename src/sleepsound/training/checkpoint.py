@@ -21,6 +21,10 @@ class CheckpointError(ValueError):
     pass
 
 
+# What every consumer (evaluate, distill, export, detect) reads from a checkpoint.
+REQUIRED_KEYS = ("state_dict", "model", "classes", "input_scaling", "frames", "bucket_frames")
+
+
 def checkpoint_payload(
     model: nn.Module, classes, scaling: dict, frames: str, bucket: int, **extra
 ) -> dict:
@@ -57,10 +61,43 @@ def load_checkpoint(path: Path | str) -> dict:
 def load_model(path: Path | str) -> tuple[nn.Module, dict]:
     """Rebuild the model of a checkpoint in eval mode; returns (model, checkpoint dict)."""
     ckpt = load_checkpoint(path)
-    for key in ("state_dict", "model", "classes"):
-        if key not in ckpt:
-            raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
-    model = create_model_from_config(ckpt["model"])
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: a checkpoint is a dict, got {type(ckpt).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+    try:
+        model = create_model_from_config(ckpt["model"])
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise CheckpointError(
+            f"{path}: cannot rebuild its model {ckpt['model']!r} ({exc})"
+        ) from None
+    problem = state_dict_mismatch(model, ckpt["state_dict"])
+    if problem:
+        raise CheckpointError(f"{path}: weights do not fit the model {ckpt['model']}: {problem}")
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return model, ckpt
+
+
+def state_dict_mismatch(model: nn.Module, state_dict) -> str:
+    """'' when ``state_dict`` fits ``model`` exactly, else one line: missing/unexpected keys
+    and the first shape mismatches."""
+    if not isinstance(state_dict, dict):
+        return f"state_dict is a {type(state_dict).__name__}, not a dict"
+    want = model.state_dict()
+    missing = [k for k in want if k not in state_dict]
+    extra = [k for k in state_dict if k not in want]
+    shapes = [
+        f"{k} {tuple(getattr(state_dict[k], 'shape', ()))} != {tuple(v.shape)}"
+        for k, v in want.items()
+        if k in state_dict and tuple(getattr(state_dict[k], "shape", ())) != tuple(v.shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''}")
+    if extra:
+        parts.append(f"unexpected {extra[:3]}{' ...' if len(extra) > 3 else ''}")
+    if shapes:
+        parts.append(f"shape {'; '.join(shapes[:3])}{' ...' if len(shapes) > 3 else ''}")
+    return ", ".join(parts)

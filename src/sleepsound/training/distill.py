@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sleepsound import runs
 from sleepsound.progress import say
-from sleepsound.training.artifacts import file_sha256
 from sleepsound.training.checkpoint import load_model
 from sleepsound.training.data import SplitData
 
@@ -42,7 +42,32 @@ def kd_loss(
 
 
 def teacher_checkpoint(teacher_run: Path) -> Path:
-    return Path(teacher_run) / "checkpoints" / "best.pt"
+    """The checkpoint a teacher run is used through: its best one."""
+    return runs.best_checkpoint(teacher_run)
+
+
+def teacher_digest(teacher_run: Path) -> str | None:
+    """First 16 hex digits of the teacher checkpoint's sha256 (None when unreadable): the key
+    under which its logits are stored."""
+    try:
+        return runs.file_sha256(teacher_checkpoint(teacher_run))[:16]
+    except OSError:
+        return None
+
+
+def check_logits(logits: np.ndarray, n_rows: int, classes, where: str) -> np.ndarray:
+    """Teacher logits must be finite, shape [n_rows, len(classes)]; ValueError naming
+    ``where`` otherwise."""
+    k = len(classes)
+    if logits.ndim != 2 or logits.shape[1] != k:
+        raise ValueError(
+            f"{where}: teacher logits of shape {tuple(logits.shape)}, expected [{n_rows}, {k}] "
+            f"for the {k} classes {list(classes)}"
+        )
+    bad = int((~np.isfinite(logits)).any(axis=1).sum())
+    if bad:
+        raise ValueError(f"{where}: teacher logits are not finite (NaN/inf) for {bad} clip(s)")
+    return logits
 
 
 def teacher_logits(
@@ -50,12 +75,19 @@ def teacher_logits(
 ) -> tuple[np.ndarray, Path, bool]:
     """Teacher logits [N, K] for every row of ``split``; returns (logits, file, reused)."""
     ckpt_path = teacher_checkpoint(teacher_run)
-    key = f"{file_sha256(ckpt_path)[:16]}_{split.info.attrs['fingerprint'][:16]}_{split.path.stem}"
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"{ckpt_path}: no teacher checkpoint (is {teacher_run} a run?)")
+    digest = runs.file_sha256(ckpt_path)[:16]
+    key = f"{digest}_{split.info.attrs['fingerprint'][:16]}_{split.path.stem}"
     store = Path(store_dir) / f"{key}.npy"
     if store.is_file():
-        logits = np.load(store)
-        if logits.shape[0] == len(split):
-            return logits, store, True
+        try:
+            logits = np.load(store, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{store}: unreadable teacher logits ({exc}); delete it") from None
+        if logits.ndim == 2 and logits.shape[0] == len(split):
+            where = f"{store} (delete it to recompute)"
+            return check_logits(logits, len(split), split.classes, where), store, True
     model, ckpt = load_model(ckpt_path)
     if tuple(ckpt["classes"]) != split.classes:
         raise ValueError(
@@ -66,6 +98,7 @@ def teacher_logits(
     logits = predict_fn(
         model, split, batch_size, ckpt["input_scaling"], ckpt["frames"], ckpt["bucket_frames"]
     )
+    check_logits(logits, len(split), split.classes, f"teacher {ckpt_path}")
     store.parent.mkdir(parents=True, exist_ok=True)
     tmp = store.with_name(f".{store.stem}.tmp.npy")
     np.save(tmp, logits.astype(np.float32))

@@ -11,8 +11,6 @@ interruption reaches exactly the result of an uninterrupted run.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 
@@ -20,16 +18,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sleepsound import runs
 from sleepsound.config import TrainConfig
 from sleepsound.features.cache import CacheError
+from sleepsound.milestones import reached
 from sleepsound.models import create_model
 from sleepsound.models.profile import deployment_figures
 from sleepsound.progress import progress_bar, say
 from sleepsound.taxonomy import default_class_weights
-from sleepsound.training import artifacts as art
 from sleepsound.training.checkpoint import checkpoint_payload, load_checkpoint, save_checkpoint
 from sleepsound.training.data import SplitData
-from sleepsound.training.distill import kd_loss, teacher_checkpoint, teacher_logits
+from sleepsound.training.distill import kd_loss, teacher_checkpoint, teacher_digest, teacher_logits
 from sleepsound.training.metrics import classification_metrics
 
 EPOCH_FIELDS = [
@@ -55,7 +54,11 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked for, but torch sees no CUDA device")
+        raise ValueError("--device cuda: torch sees no CUDA device on this machine")
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ValueError("--device mps: torch sees no MPS device on this machine")
     return torch.device(name)
 
 
@@ -132,7 +135,7 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
     """Train, select on validation, test once, write every artifact; returns the run dir."""
     t_start = time.perf_counter()
     run_name = cfg.run_name or cfg.default_run_name()
-    run_dir = Path(cfg.results_dir) / "runs" / run_name
+    run_dir = runs.run_dir(cfg.results_dir, run_name)
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -142,7 +145,12 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
     weights = class_weights(cfg.class_weights, train)
     weight = torch.tensor(weights, dtype=torch.float32, device=device)
 
-    model = create_model(cfg.model, len(classes), in_channels=train.n_channels, **cfg.model_kwargs)
+    try:
+        model = create_model(
+            cfg.model, len(classes), in_channels=train.n_channels, **cfg.model_kwargs
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--model-kwargs {cfg.model_kwargs} for {cfg.model}: {exc}") from None
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -178,27 +186,47 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
         "train_seconds": 0.0,
         "train_samples": 0,
     }
-    last_path = run_dir / "checkpoints" / "last.pt"
-    if resume and art.run_status(run_dir) == "complete":
-        say(f"{run_dir}: already complete")
-        return run_dir
-    if resume and last_path.is_file():
-        saved_cfg = art.read_json(run_dir / "config.json")
-        resolved = json.loads(json.dumps(resolved, default=str))
-        if saved_cfg != resolved:
-            changed = sorted(k for k in resolved if saved_cfg.get(k) != resolved[k])
-            raise ValueError(f"{run_dir}: cannot resume, the config differs in {changed}")
+    last_path = runs.last_checkpoint(run_dir)
+    if resume:
+        decision = runs.resume_decision(
+            run_dir,
+            {**cfg.model_dump(mode="json"), "run_name": run_name},
+            resolved["cache_fingerprints"],
+            teacher_digest(cfg.teacher_run) if cfg.is_distillation else None,
+        )
+        if decision.state == "changed":
+            raise ValueError(
+                f"{run_dir}: cannot resume, {decision.reason}; drop --resume to train it "
+                "afresh, or give another --run-name"
+            )
+        if decision.state == "complete":
+            if runs.ensure_row(run_dir):
+                say(f"{run_dir}: complete; its missing leaderboard row was added")
+            say(f"{run_dir}: already complete")
+            return run_dir
+        if decision.state == "restart":
+            say(f"{run_dir}: {decision.reason}: training from the start")
+        resume = decision.state == "resumable"
+    if resume:
+        runs.remove_temporaries(run_dir)
         ckpt = load_checkpoint(last_path)
-        model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        missing = [k for k in ("state_dict", "optimizer", "torch_rng", "state") if k not in ckpt]
+        if missing:
+            raise ValueError(f"{last_path}: cannot resume, the checkpoint lacks {missing}")
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ValueError(f"{last_path}: does not fit this model ({first})") from None
         torch.set_rng_state(ckpt["torch_rng"])
         state = ckpt["state"]
-        art.set_status(run_dir, "running")
+        runs.set_status(run_dir, "running")
         say(f"{run_dir}: resuming after epoch {state['epoch']}")
     else:
-        art.fresh_run_dir(run_dir)
-        art.write_json(run_dir / "config.json", resolved)
-        art.write_json(run_dir / "env.json", art.environment(str(device)))
+        runs.fresh_run_dir(run_dir)
+        runs.write_config(run_dir, resolved)
+        runs.write_env(run_dir, str(device))
 
     def payload(**extra):
         return checkpoint_payload(
@@ -212,7 +240,6 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
         )
 
     scaling = resolved["input_scaling"]
-    crash_after = int(os.environ.get("SLEEPSOUND_TEST_CRASH_AFTER_EPOCHS", "0"))
     say(
         f"training {run_name}: {cfg.model} on {len(train)} clips, classes {list(classes)}, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters, device {device}"
@@ -261,7 +288,7 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
         state["epoch"] = epoch
         if val_metrics["macro_f1"] > state["best_f1"]:
             state.update(best_f1=val_metrics["macro_f1"], best_epoch=epoch, bad_epochs=0)
-            save_checkpoint(run_dir / "checkpoints" / "best.pt", payload(epoch=epoch))
+            save_checkpoint(runs.best_checkpoint(run_dir), payload(epoch=epoch))
         else:
             state["bad_epochs"] += 1
             state["stopped_early"] = state["bad_epochs"] >= cfg.patience
@@ -269,18 +296,13 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
             last_path,
             payload(optimizer=optimizer.state_dict(), torch_rng=torch.get_rng_state(), state=state),
         )
-        art.write_csv(
-            run_dir / "epochs.csv",
-            EPOCH_FIELDS,
-            [[r[k] for k in EPOCH_FIELDS] for r in state["history"]],
-        )
+        runs.write_epochs(run_dir, EPOCH_FIELDS, state["history"])
+        reached("train.epoch_saved", run_dir=run_dir, epoch=epoch)
         say(
             f"epoch {epoch}: train loss {row['train_loss']:.4f}, val macro-F1 "
             f"{row['val_macro_f1']:.4f} (best {state['best_f1']:.4f} @ {state['best_epoch']}), "
             f"{row['samples_per_s']:.0f} samples/s"
         )
-        if crash_after and epoch >= crash_after:
-            os._exit(137)  # test hook: die like a killed process
 
     return finish_run(run_dir, cfg, resolved, state, weight, device, time.perf_counter() - t_start)
 
@@ -295,10 +317,9 @@ def finish_run(
     seconds: float,
 ) -> Path:
     """Best checkpoint -> validation and the single test evaluation -> every artifact."""
-    from sleepsound.reports.leaderboard import upsert_run
     from sleepsound.training.checkpoint import load_model
 
-    best_path = run_dir / "checkpoints" / "best.pt"
+    best_path = runs.best_checkpoint(run_dir)
     model, _ = load_model(best_path)
     model.to(device)
     cache = Path(cfg.cache_dir)
@@ -308,8 +329,8 @@ def finish_run(
     val_metrics, val_cm = evaluate(model, val, cfg, scaling, weight, device)
     test_metrics, test_cm = evaluate(model, test, cfg, scaling, weight, device)
     classes = resolved["classes"]
-    art.write_evaluation(run_dir, "validation", val_metrics, val_cm, classes)
-    art.write_evaluation(run_dir, "test", test_metrics, test_cm, classes)
+    runs.write_evaluation(run_dir, "validation", val_metrics, val_cm, classes)
+    runs.write_evaluation(run_dir, "test", test_metrics, test_cm, classes)
     deploy = deployment_figures(model.cpu(), n_runs=100)
     deploy["checkpoint_bytes"] = best_path.stat().st_size
     metrics = {
@@ -341,9 +362,11 @@ def finish_run(
         }
     if val_metrics["collapsed"]:
         say(f"[bold red]warning[/]: {run_dir.name} predicts a single class on validation")
-    art.write_json(run_dir / "metrics.json", metrics)
-    art.set_status(run_dir, "complete")
-    upsert_run(run_dir)
+    runs.write_metrics(run_dir, metrics)
+    reached("train.metrics_written", run_dir=run_dir)
+    runs.set_status(run_dir, "complete")
+    reached("train.status_complete", run_dir=run_dir)
+    runs.upsert_run(run_dir)
     say(
         f"{run_dir.name}: test macro-F1 {test_metrics['macro_f1']:.4f}, acc "
         f"{test_metrics['acc']:.4f} (best epoch {state['best_epoch']}/{state['epoch']}), "
@@ -356,9 +379,9 @@ def evaluate_run(run_dir: Path, split: str = "test", cache_dir: Path | None = No
     """Re-evaluate a saved run's best checkpoint on a split."""
     from sleepsound.training.checkpoint import load_model
 
-    resolved = art.read_json(Path(run_dir) / "config.json")
+    resolved = runs.read_config(run_dir)
     cfg = TrainConfig(**{k: v for k, v in resolved.items() if k in TrainConfig.model_fields})
-    model, ckpt = load_model(Path(run_dir) / "checkpoints" / "best.pt")
+    model, ckpt = load_model(runs.best_checkpoint(run_dir))
     data = SplitData(Path(cache_dir or cfg.cache_dir) / f"{split}.h5")
     if tuple(ckpt["classes"]) != data.classes:
         raise CacheError(
