@@ -249,10 +249,14 @@ def test_notebook_is_fast_and_saved_clean(finished):
 
 
 def _copy_results(finished, dest: Path, keep: set[str]) -> Path:
-    """A copy of the results folder whose leaderboard holds only the runs in ``keep``."""
+    """A copy of the results folder that holds only the runs in ``keep`` (run folders and
+    leaderboard rows: the report reconciles the leaderboard with the run folders)."""
     results = dest / "results"
     shutil.copytree(finished.results, results, ignore=shutil.ignore_patterns("cache", "figures"))
     shutil.rmtree(results / "campaigns")
+    for run in (results / "runs").iterdir():
+        if run.name not in keep:
+            shutil.rmtree(run)
     path = results / "leaderboard.csv"
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))

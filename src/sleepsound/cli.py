@@ -39,7 +39,8 @@ def _message(err: Exception) -> str:
             option = "--" + loc.replace("_", "-") if loc else "options"
             parts.append(f"{option}: {e['msg'].removeprefix('Value error, ')}")
         return "; ".join(parts)
-    return str(err)
+    first, *rest = [line.strip() for line in str(err).splitlines() if line.strip()] or [""]
+    return first + (": " + "; ".join(rest) if rest else "")  # one line, whatever the message
 
 
 def _fail(err: Exception) -> None:
