@@ -604,6 +604,7 @@ def run_campaign(
         )
     t0 = time.perf_counter()
     cdir.mkdir(parents=True, exist_ok=True)
+    runs.remove_temporaries(cdir)  # left by a killed earlier run of this campaign
     _write_manifest(cdir, manifest)
     camp = _Campaign(manifest, steps, resume, progress)
     camp.write_status()
