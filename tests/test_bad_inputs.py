@@ -302,9 +302,10 @@ def _paths(world: dict, tmp_path: Path) -> dict:
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.id)
-def test_bad_input_is_refused_cleanly(row: Bad, world, tmp_path):
+def test_bad_input_is_refused_cleanly(row: Bad, world, tmp_path, monkeypatch):
     if row.skip:
         pytest.skip(row.skip)
+    monkeypatch.chdir(tmp_path)  # default (relative) output folders land in the test's folder
     paths = _paths(world, tmp_path)
     if row.setup:
         row.setup(paths)
