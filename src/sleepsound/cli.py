@@ -44,8 +44,10 @@ def _message(err: Exception) -> str:
 
 
 def _fail(err: Exception) -> None:
+    from rich.markup import escape
+
     Console(stderr=True, soft_wrap=True).print(
-        f"[bold red]error:[/] {_message(err)}", highlight=False, markup=True
+        f"[bold red]error:[/] {escape(_message(err))}", highlight=False
     )
     raise typer.Exit(2)
 
