@@ -150,6 +150,12 @@ def test_row_lost_to_a_kill_comes_back(cache, tmp_path):
     result = run_cli(["leaderboard", "--results-dir", str(tmp_path)])
     assert result.exit_code == 0 and "r" in result.stdout
     assert len(runs.read_leaderboard(runs.leaderboard_file(tmp_path))) == 1
+    # a moved results folder keeps one row per run (rows are matched by run name too)
+    moved = tmp_path.parent / f"{tmp_path.name}-moved"
+    shutil.copytree(tmp_path, moved)
+    assert run_cli(["leaderboard", "--results-dir", str(moved)]).exit_code == 0
+    assert [r["run_name"] for r in runs.read_leaderboard(runs.leaderboard_file(moved))] == ["r"]
+    shutil.rmtree(moved)
 
 
 def test_campaign_resume_restores_a_lost_row(cache, tmp_path):

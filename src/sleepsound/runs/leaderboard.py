@@ -18,8 +18,10 @@ deployment                  params, fp32_bytes, checkpoint_bytes, macs_5s,
 artifacts                   run_dir, checkpoint, metrics_path, finished_at
 ==========================  ==========================================================
 
-A re-run replaces its row (keyed by run_dir); writers hold a file lock and replace the file
-atomically, so concurrent appends lose nothing and a reader never sees half a file. The
+A re-run replaces its row (the row with its run_dir or its run_name: names are unique in one
+results folder, and a moved results folder keeps its names); writers hold a file lock and
+replace the file atomically, so concurrent appends lose nothing and a reader never sees half
+a file. The
 leaderboard is derived from the run directories: :func:`reconcile` adds the row of a run that
 completed but was killed before its row was written.
 """
@@ -200,19 +202,24 @@ def _clean(path: Path) -> None:
 
 
 def upsert_rows(path: Path, new_rows: list[dict]) -> None:
-    """Insert or replace (by run_dir) rows, under a lock, atomically."""
+    """Insert or replace (by run_dir or run_name) rows, under a lock, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         _clean(path)
-        replaced = {r["run_dir"] for r in new_rows}
-        rows = [r for r in read_leaderboard(path) if r.get("run_dir") not in replaced]
+        dirs = {r.get("run_dir") for r in new_rows} - {None, ""}
+        names = {r.get("run_name") for r in new_rows} - {None, ""}
+        rows = [
+            r
+            for r in read_leaderboard(path)
+            if r.get("run_dir") not in dirs and r.get("run_name") not in names
+        ]
         rows.extend({k: r.get(k, "") for k in COLUMNS} for r in new_rows)
         _write(path, rows)
 
 
 def upsert_row(path: Path, row: dict) -> None:
-    """Insert or replace (by run_dir) one row, under a lock, atomically."""
+    """Insert or replace (by run_dir or run_name) one row, under a lock, atomically."""
     upsert_rows(path, [row])
 
 
@@ -238,8 +245,7 @@ def upsert_run(run_dir: Path, path: Path | None = None) -> None:
 def ensure_row(run_dir: Path) -> bool:
     """Give a complete run its leaderboard row if it has none; returns True when added."""
     path = leaderboard_path(run_dir)
-    key = str(Path(run_dir).resolve())
-    if any(r.get("run_dir") == key for r in read_leaderboard(path)):
+    if any(r.get("run_name") == Path(run_dir).name for r in read_leaderboard(path)):
         return False
     upsert_run(run_dir, path)
     return True
@@ -253,10 +259,10 @@ def reconcile(results_dir: Path) -> list[str]:
     if not runs.is_dir():
         return []
     path = layout.leaderboard_file(results_dir)
-    have = {r.get("run_dir") for r in read_leaderboard(path)}
+    have = {r.get("run_name") for r in read_leaderboard(path)}
     missing = []
     for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()):
-        if str(run_dir.resolve()) in have or run_status(run_dir) != "complete":
+        if run_dir.name in have or run_status(run_dir) != "complete":
             continue
         try:
             missing.append(run_row(run_dir))
