@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -41,6 +39,7 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
+from sleepsound.atomic import atomic_write
 from sleepsound.data.provenance import SOURCE_FILE
 from sleepsound.features.logmel import SAMPLE_RATE
 from sleepsound.taxonomy import LABELS
@@ -442,10 +441,7 @@ def _finish(out: Path, info: dict) -> dict:
     """Write the provenance atomically, last: a folder with it is complete. Returns it as read
     back (plain JSON types)."""
     text = json.dumps(info, indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".source-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, out / SOURCE_FILE)
+    atomic_write(out / SOURCE_FILE, text)  # the mode the umask gives, not mkstemp's 0600
     (out / PARTIAL_MARKER).unlink(missing_ok=True)
     return json.loads(text)
 
