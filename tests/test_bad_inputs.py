@@ -195,6 +195,24 @@ ROWS = [
         lambda p: _edit_best(p, _four_class_weights),
     ),  # fmt: skip
     Bad("ckpt-garbage", EVALUATE, ["best.pt", "not a readable checkpoint"], _garbage_checkpoint),
+    Bad(
+        "config-garbage",
+        EVALUATE,
+        ["config.json", "unreadable"],
+        lambda p: runs.config_path(_copy_run(p)).write_bytes(garbage()),
+    ),  # fmt: skip
+    Bad(
+        "export-ckpt-wrong-shapes",
+        ["export", "--run", "{results}/runs/copy", "--out", "{tmp}/export"],
+        ["best.pt", "do not fit"],
+        lambda p: _edit_best(p, _four_class_weights),
+    ),  # fmt: skip
+    Bad(
+        "teacher-ckpt-garbage",
+        DISTILL,
+        ["best.pt", "not a readable checkpoint"],
+        _garbage_checkpoint,
+    ),  # fmt: skip
     Bad("evaluate-no-run", ["evaluate", "--run", "{tmp}/nowhere"], ["nowhere", "not found"]),
     # teachers and their logits
     Bad(
