@@ -3,6 +3,10 @@
 Production code only announces them: ``reached("train.epoch_saved", epoch=3)``. Nothing
 listens unless someone calls :func:`listen` - the crash tests do, from a small runner script
 (``tests/crashrun.py``), to kill a process at an exact point without any test code here.
+
+Milestones announced today: ``cache.chunk_written`` (split, chunk), ``train.epoch_saved``
+(run_dir, epoch: checkpoints and epochs.csv written), ``train.metrics_written`` (run_dir),
+``train.status_complete`` (run_dir: before the leaderboard row).
 """
 
 from __future__ import annotations
