@@ -163,3 +163,61 @@ def test_deployment_figures():
     assert figs["fp32_bytes"] == 4 * figs["params"]
     assert figs["macs"] == count_macs(model, (1, 2, 64, 64))
     assert 0 < figs["latency_median_ms"] <= figs["latency_p90_ms"]
+
+
+def _padded_log_mel(seconds: float = 0.83, seed: int = 0) -> tuple[torch.Tensor, int]:
+    """A real cached-style input: a synthetic snore clip through the log-mel front end,
+    zero-padded to 5 s (the padding sits at the dB floor), standardised -> [1, 1, 64, 501]."""
+    import numpy as np
+
+    from sleepsound.data.synth import draw_subject, render_clip
+    from sleepsound.features.logmel import clip_log_mel
+
+    rng = np.random.default_rng(seed)
+    audio = render_clip("snore", draw_subject(rng, "s0"), seconds, rng).mean(axis=1)
+    specs, n_frames = clip_log_mel([audio])
+    x = torch.from_numpy(specs[0]).float()[None, None]
+    return (x + 40.0) / 20.0, int(n_frames[0])
+
+
+def test_crnn_readout_ignores_padding():
+    """The default readout gives the same logits whether a clip is cropped to its bucket or
+    carries more padding frames (up to all 501); the reference's last-step readout does not."""
+    from sleepsound.models.crnn import real_steps
+
+    x, n = _padded_log_mel()
+    assert 50 < n < 100
+    torch.manual_seed(0)
+    model = create_model("crnn", n_classes=3).eval()
+    reference = create_model("crnn", n_classes=3, readout="last").eval()
+    reference.load_state_dict(model.state_dict())
+    assert count_parameters(model) == count_parameters(reference) == 73_411
+    varies = (x[0, 0].amax(dim=0) > x[0, 0].amin(dim=0)).nonzero()
+    last_real = int(varies.max()) + 1  # n_frames, or one more: a centred frame overlapping the end
+    assert n <= last_real <= n + 2
+    assert real_steps(x[..., :100]).item() == math.ceil(last_real / 4)
+    with torch.no_grad():
+        crops = [x[..., :t] for t in (100, 150, 300, 501)]
+        fixed = [model(c) for c in crops]
+        last = [reference(c) for c in crops]
+    for out in fixed[1:]:
+        torch.testing.assert_close(out, fixed[0], atol=1e-5, rtol=1e-5)
+    assert max((out - last[0]).abs().max().item() for out in last[1:]) > 1e-4
+    # the same scaled values, in a batch with another clip: still the same logits per clip
+    other, _ = _padded_log_mel(2.4, seed=1)
+    with torch.no_grad():
+        batch = model(torch.cat([x[..., :300], other[..., :300]]))
+    torch.testing.assert_close(batch[:1], fixed[0], atol=1e-5, rtol=1e-5)
+
+
+def test_crnn_readout_without_padding_is_last_step():
+    """Input with no padding (a whole-night window): both readouts read the last step."""
+    torch.manual_seed(1)
+    x = torch.randn(2, 1, 64, 37)
+    model = create_model("crnn", n_classes=3).eval()
+    reference = create_model("crnn", n_classes=3, readout="last").eval()
+    reference.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
+    with pytest.raises(ValueError, match="readout must be one of"):
+        create_model("crnn", n_classes=3, readout="mean")
