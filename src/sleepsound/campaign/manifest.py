@@ -20,8 +20,14 @@ runs, the teacher, the gate and the phase-2 distillation grid::
                                "grad_clip": [0, 0.5]}},
       "phase2": {"students": [{"model": "tinycnn"},
                               {"model": "tinycnn_cbam", "model_kwargs": {"r": 8, "k": 3}}],
-                 "alpha": [0.3, 0.6, 0.9], "tau": [3, 4, 5]}
+                 "alpha": [0.3, 0.6, 0.9], "tau": [3, 4, 5]},
+      "executor": {"kind": "ray", "address": "auto", "cpus_per_run": 2, "gpus_per_run": 0.25}
     }
+
+``executor`` (optional; command-line flags override it) says where the runs execute:
+``local`` (default: one after another in this process) or ``ray`` (in parallel on a Ray
+cluster, each run asking for ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs, retried up to
+``retries`` times). It never changes what a run computes, so it is not part of any run config.
 
 A run spec is ``{"model", "model_kwargs", "grid", "overrides", "label"}``: ``grid`` expands
 into one run per combination of model keyword values, ``overrides`` sets any
@@ -45,7 +51,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -256,6 +262,27 @@ class Phase2Spec(Strict):
         return v
 
 
+EXECUTORS = ("local", "ray")
+DEFAULT_RETRIES = 2  # a failing run is tried 1 + retries times (Ray executor)
+
+
+class ExecutorSpec(Strict):
+    """Where runs execute (see the module docstring); defaults: local, 1 CPU, no GPU."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None  # Ray: None starts a local instance; "auto" or HOST:PORT joins
+    cpus_per_run: float = Field(1.0, gt=0, allow_inf_nan=False)
+    gpus_per_run: float = Field(0.0, ge=0, allow_inf_nan=False)
+    retries: int = Field(DEFAULT_RETRIES, ge=0)
+
+    @field_validator("gpus_per_run")
+    @classmethod
+    def _gpus(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError(f"a run asks for a fraction of one GPU or whole GPUs, got {v:g}")
+        return v
+
+
 class Manifest(Strict):
     """A validated campaign manifest (see the module docstring)."""
 
@@ -269,6 +296,7 @@ class Manifest(Strict):
     teacher: TeacherSpec | None = None
     gate: GateSpec | None = None
     phase2: Phase2Spec | None = None
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
 
     @field_validator("seeds")
     @classmethod

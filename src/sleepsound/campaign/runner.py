@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import shutil
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,12 +35,25 @@ from rich.table import Table
 
 from sleepsound import runs
 from sleepsound.atomic import atomic_write
-from sleepsound.campaign.manifest import Manifest, ModelRun, load_manifest, tuning_stem
+from sleepsound.campaign.execute import (
+    RunJob,
+    RunOutcome,
+    reuse_decision,
+    reuse_state,
+    run_one,
+)
+from sleepsound.campaign.execute import validation_f1 as _validation_f1
+from sleepsound.campaign.manifest import (
+    ExecutorSpec,
+    Manifest,
+    ModelRun,
+    load_manifest,
+    parse_manifest,
+    tuning_stem,
+)
 from sleepsound.campaign.summary import summarize
 from sleepsound.config import TrainConfig
-from sleepsound.features.cache import validate_cache
 from sleepsound.progress import say
-from sleepsound.training.distill import teacher_digest
 
 CAMPAIGNS_SUBDIR = "campaigns"
 STATUS_COLUMNS = [
@@ -55,6 +67,8 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 WHEN_GATE_FAILS = "only if the gate fails"
 TEACHER_FROM_GATE = "teacher decided by the gate"
 TEACHER_NOTE = "teacher"
+ATTEMPT_NOTE = "attempt "  # status-note prefix of a retried run's attempt count (Ray)
+INTERRUPTED = "interrupted (KeyboardInterrupt)"
 
 out = Console()  # tables go to stdout; status lines (say) to stderr
 
@@ -216,7 +230,48 @@ def print_plan(manifest: Manifest | Path | str, console: Console | None = None) 
         f"{trained} runs to train, plus {tuning} tuning runs if the gate fails; "
         f"campaign folder {campaign_dir(manifest)}, runs in {Path(manifest.results_dir) / 'runs'}"
     )
+    console.print(resources_line(manifest.executor, steps))
     return steps
+
+
+def machine_resources() -> tuple[int, int]:
+    """(CPUs, GPUs) of this machine: what a local Ray instance is sized to."""
+    import os
+
+    import torch
+
+    return os.cpu_count() or 1, torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def run_slots(spec: ExecutorSpec, cpus: float, gpus: float) -> int:
+    """How many runs fit at once on ``cpus`` CPUs and ``gpus`` GPUs (at least 0)."""
+    slots = int(cpus // spec.cpus_per_run)
+    if spec.gpus_per_run > 0:
+        slots = min(slots, int(gpus // spec.gpus_per_run + GATE_TOLERANCE))
+    return max(slots, 0)
+
+
+def resources_line(spec: ExecutorSpec, steps: list[PlannedRun]) -> str:
+    """What the executor will ask for (``--dry-run``)."""
+    if spec.kind == "local":
+        return "executor local: one run at a time in this process (--executor ray: in parallel)"
+    widest = max((c["total"] for p, c in plan_counts(steps).items() if p != "gate"), default=0)
+    asks = f"{spec.cpus_per_run:g} CPU(s) and {spec.gpus_per_run:g} GPU(s)"
+    if spec.address is None:
+        cpus, gpus = machine_resources()
+        slots = run_slots(spec, cpus, gpus)
+        where = (
+            f"a local Ray instance sized to this machine ({cpus} CPUs, {gpus} GPUs): up to "
+            f"{slots} run(s) at once"
+        )
+        if slots == 0:
+            where += " - none fits: lower --cpus-per-run / --gpus-per-run"
+    else:
+        where = f"the Ray cluster at {spec.address}: as many at once as its free resources allow"
+    return (
+        f"executor ray: each run asks for {asks} on {where}; at most {widest} run(s) of one phase "
+        f"are ready together; a failing run is tried up to {1 + spec.retries} times"
+    )
 
 
 # ----------------------------------------------------------------------------- records
@@ -252,10 +307,15 @@ class CampaignResult:
     gates: dict[int, dict] = field(default_factory=dict)
     summary: pd.DataFrame | None = None
     wall_seconds: float = 0.0
+    run_seconds: float = 0.0  # sum of the run times of the runs trained (not reused)
+    nodes: dict[str, str] = field(default_factory=dict)  # run name -> where it ran
     dry_run: bool = False
 
     def counts(self) -> dict[str, int]:
         return {s: sum(1 for r in self.records.values() if r.state == s) for s in STATES}
+
+    def failed_runs(self) -> list[str]:
+        return [r.run_name for r in self.records.values() if r.state == "failed"]
 
     def complete_run_dirs(self) -> list[Path]:
         return [Path(r.run_dir) for r in self.records.values() if r.state == "complete"]
@@ -265,62 +325,22 @@ def _now() -> str:
     return time.strftime(TIME_FORMAT)
 
 
-# ----------------------------------------------------------------------------- reuse checks
-
-
-def _validation_f1(run_dir: Path) -> float:
-    return float(runs.read_metrics(run_dir)["validation"]["macro_f1"])
-
-
-def _fingerprint(path: Path) -> str | None:
-    try:
-        return validate_cache(path).attrs["fingerprint"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def reuse_decision(run_dir: Path, cfg: TrainConfig) -> runs.Decision:
-    """The run-directory decision (:func:`sleepsound.runs.resume_decision`) for ``cfg``, with
-    the cache's fingerprints and the teacher checkpoint as they are now."""
-    splits = ("train", "validation")
-    return runs.resume_decision(
-        run_dir,
-        cfg.model_dump(mode="json"),
-        {split: _fingerprint(Path(cfg.cache_dir) / f"{split}.h5") for split in splits},
-        (teacher_digest(cfg.teacher_run) or "<unreadable>") if cfg.is_distillation else None,
-    )
-
-
-def reuse_state(run_dir: Path, cfg: TrainConfig) -> str:
-    """What resuming can do with an existing run dir:
-
-    ``valid`` (complete, metrics readable, same config, cache and teacher: skip it),
-    ``resumable`` (same config but incomplete: continue from its last checkpoint),
-    ``stale`` (another config, cache or teacher: train afresh), ``missing``.
-    """
-    return _REUSE_STATES[reuse_decision(run_dir, cfg).state]
-
-
-_REUSE_STATES = {
-    "missing": "missing",
-    "complete": "valid",
-    "resumable": "resumable",
-    "changed": "stale",
-    "restart": "stale",
-}
-
-
 # ----------------------------------------------------------------------------- the campaign
 
 
 class _Campaign:
-    """The state of one campaign run: records, status file, counters."""
+    """The state of one campaign run: records, status file, counters. The executor runs the
+    jobs (:func:`sleepsound.campaign.execute.run_one`); this class records what they give."""
 
-    def __init__(self, manifest: Manifest, steps: list[PlannedRun], resume: bool, progress: bool):
+    def __init__(
+        self, manifest: Manifest, steps: list[PlannedRun], resume: bool, progress: bool,
+        executor: Executor | None = None,
+    ):  # fmt: skip
         self.manifest = manifest
         self.steps = steps
         self.resume = resume
         self.progress = progress
+        self.executor = executor or LocalExecutor()
         self.dir = campaign_dir(manifest)
         self.records: dict[str, RunRecord] = {}
         for s in steps:
@@ -329,8 +349,11 @@ class _Campaign:
                     s.phase, s.run_name, s.seed, run_dir=str(run_dir_of(s.config)), note=s.note
                 )
         self.gates: dict[int, dict] = {}
+        self.tuning: dict[int, list[PlannedRun]] = {}
         self.total = sum(1 for s in steps if s.config is not None and not s.conditional)
         self.done = 0
+        self.trained_seconds = 0.0  # sum of the run times of runs trained (not reused) now
+        self.nodes: dict[str, str] = {}  # run name -> where it last ran
 
     # -- files
 
@@ -358,87 +381,84 @@ class _Campaign:
             setattr(record, key, value)
         self.write_status()
 
-    # -- one run
+    # -- runs: the executor calls job(), started() and finished()
 
-    def execute(self, cfg: TrainConfig, phase: str) -> RunRecord:
-        """Train (or reuse, or resume) one run; failures are recorded, never raised, except
-        KeyboardInterrupt, which marks the run failed and propagates."""
-        from sleepsound.training.train import train_run
+    def job(self, cfg: TrainConfig, phase: str) -> RunJob:
+        return RunJob(
+            cfg, phase, resume=self.resume, progress=self.progress, campaign_dir=self.dir,
+            storage_check=self.executor.remote,
+        )  # fmt: skip
 
-        record = self.records[cfg.run_name]
-        run_dir = run_dir_of(cfg)
+    def started(self, run_name: str, note: str = "") -> None:
+        """Mark a run running (``note``: e.g. the node or the attempt)."""
+        record = self.records[run_name]
+        base = _drop_attempts(record.note)
+        self.update(
+            record, state="running", started=_now(), finished="", seconds="", error="",
+            note=_join(base, note),
+        )  # fmt: skip
+
+    def finished(self, outcome: RunOutcome, note: str = "") -> RunRecord:
+        """Record what :func:`run_one` (or the executor, for a dead worker) gave."""
+        record = self.records[outcome.run_name]
         self.done += 1
         counter = f"[{self.done}/{self.total}]"
-        resume_from_checkpoint = False
-        if self.resume:
-            decision = reuse_decision(run_dir, cfg)
-            state = _REUSE_STATES[decision.state]
-            if state == "valid":
-                seconds = runs.read_metrics(run_dir).get("duration_s", "")
-                if runs.ensure_row(run_dir):
-                    say(f"{cfg.run_name}: its missing leaderboard row was added")
-                say(f"{counter} {phase} {cfg.run_name}: already complete, reused")
-                self.update(
-                    record, state="complete", seconds=seconds, error="",
-                    note=_join(record.note, "already complete: reused"),
-                )  # fmt: skip
-                return record
-            if state == "resumable":
-                resume_from_checkpoint = True
-                if runs.run_status(run_dir) == "complete":  # complete but metrics unreadable
-                    runs.set_status(run_dir, "running")
-            elif state == "stale":
-                say(f"{cfg.run_name}: existing run is stale ({decision.reason}): training it again")
-        what = "resuming" if resume_from_checkpoint else "training"
-        say(f"[bold]{counter} {phase} {cfg.run_name}[/]: {what} {cfg.model}")
-        t0 = time.perf_counter()
-        self.update(record, state="running", started=_now(), finished="", seconds="", error="")
-        try:
-            train_run(cfg, resume=resume_from_checkpoint, progress=self.progress)
-        except KeyboardInterrupt:
-            self._failed(record, run_dir, t0, "interrupted (KeyboardInterrupt)", None)
-            raise
-        except Exception as exc:  # noqa: BLE001 - any failure is recorded, the campaign goes on
-            self._failed(record, run_dir, t0, f"{type(exc).__name__}: {exc}", exc)
+        base = _drop_attempts(record.note)
+        if outcome.node:
+            self.nodes[outcome.run_name] = outcome.node
+        if outcome.state == "complete":
+            if not outcome.reused and isinstance(outcome.seconds, float):
+                self.trained_seconds += outcome.seconds
+            self.update(
+                record, state="complete", started=outcome.started, finished=outcome.finished,
+                seconds=outcome.seconds, error="", note=_join(base, outcome.note, note),
+            )  # fmt: skip
+            if outcome.reused:
+                say(f"{counter} {record.phase} {outcome.run_name}: already complete, reused")
+            else:
+                how = " (continued from its checkpoint)" if outcome.resumed else ""
+                say(
+                    f"{counter} {outcome.run_name}: complete in {outcome.seconds:.0f} s{how}, "
+                    f"val macro-F1 {outcome.val_macro_f1:.4f}"
+                )
             return record
-        seconds = time.perf_counter() - t0
-        self.update(record, state="complete", finished=_now(), seconds=seconds)
+        if isinstance(outcome.seconds, float):
+            self.trained_seconds += outcome.seconds
+        error_file = self.dir / "errors" / f"{record.run_name}.txt"
+        atomic_write(error_file, outcome.details or outcome.error + "\n")
+        self.update(
+            record, state="failed", started=outcome.started or record.started,
+            finished=outcome.finished, seconds=outcome.seconds, error=outcome.error,
+            note=_join(base, note),
+        )  # fmt: skip
         say(
-            f"{counter} {cfg.run_name}: complete in {seconds:.0f} s, "
-            f"val macro-F1 {_validation_f1(run_dir):.4f}"
+            f"[bold red]{counter} {record.run_name} failed[/]: {outcome.error} "
+            f"(traceback in {error_file})"
         )
         return record
-
-    def _failed(self, record, run_dir: Path, t0: float, error: str, exc) -> None:
-        error_file = self.dir / "errors" / f"{record.run_name}.txt"
-        text = "".join(traceback.format_exception(exc)) if exc is not None else error + "\n"
-        atomic_write(error_file, text)
-        if runs.run_status(run_dir) == "running":
-            runs.set_status(run_dir, "failed", error=error)
-        self.update(
-            record, state="failed", finished=_now(), seconds=time.perf_counter() - t0,
-            error=error.splitlines()[0] if error else "",
-        )  # fmt: skip
-        say(f"[bold red]{record.run_name} failed[/]: {error} (traceback in {error_file})")
 
     def skip(self, name: str, reason: str) -> None:
         record = self.records[name]
         self.update(record, state="skipped", note=_join(record.note, reason))
 
+    def run(self, items: list[tuple[TrainConfig, str]]) -> None:
+        """Run these (config, phase) pairs: one after another (local) or in parallel (Ray)."""
+        if items:
+            self.executor.run(self, [self.job(cfg, phase) for cfg, phase in items])
+
     # -- phases
 
     def phase1(self) -> None:
-        for s in self.steps:
-            if s.phase == "phase1":
-                self.execute(s.config, "phase1")
+        self.run([(s.config, "phase1") for s in self.steps if s.phase == "phase1"])
 
-    def gate(self, seed: int) -> Path | None:
-        """Decide the teacher for ``seed`` (tuning if needed); returns its run dir or None."""
+    def decide_gate(self, seed: int) -> list[PlannedRun]:
+        """Judge ``seed``'s teacher once its phase 1 is complete; returns the tuning runs to
+        train (empty when the gate passes or cannot be decided)."""
         steps = [s for s in self.steps if s.seed == seed]
         p1 = [s for s in steps if s.phase == "phase1"]
         teacher = next((s for s in p1 if s.is_teacher), None)
         if teacher is None:
-            return None
+            return []
         t_rec = self.records[teacher.run_name]
         tuning = [s for s in steps if s.phase == "tuning"]
         decision: dict = {"teacher_run": teacher.run_name}
@@ -450,7 +470,7 @@ class _Campaign:
                 self.skip(s.run_name, "teacher unavailable")
             self.write_gates()
             say(f"[bold red]gate s{seed}[/]: {reason}; phase 2 of this seed is skipped")
-            return None
+            return []
         teacher_f1 = _validation_f1(run_dir_of(teacher.config))
         students = {
             s.run_name: _validation_f1(run_dir_of(s.config))
@@ -460,7 +480,6 @@ class _Campaign:
         decision["teacher_val_macro_f1"] = teacher_f1
         decision["students_val_macro_f1"] = students
         gate = self.manifest.gate
-        chosen = teacher.run_name
         if gate is None:
             decision.update(passed=True, reason="no gate in the manifest")
         elif not students:
@@ -484,11 +503,44 @@ class _Campaign:
         if decision["passed"]:
             for s in tuning:
                 self.skip(s.run_name, "gate passed: not needed")
-        else:
-            chosen = self._tune(seed, teacher, tuning, decision)
+            return []
+        say(f"gate s{seed} failed: training {len(tuning)} teacher-tuning runs")
+        self.total += len(tuning)
+        self.tuning[seed] = tuning
+        train = []
+        for s in tuning:
+            if s.same_as:
+                self.done += 1
+                self.skip(s.run_name, "identical to the phase-1 teacher")
+            else:
+                train.append(s)
+        return train
+
+    def choose_teacher(self, seed: int) -> Path | None:
+        """After the tuning runs: the teacher phase 2 distils from for ``seed`` (best by
+        validation macro-F1, the original on ties), or None when there is none."""
+        decision = self.gates.get(seed)
+        if decision is None or decision.get("passed") is None:
+            return None
+        chosen = decision["teacher_run"]
+        if not decision["passed"]:
+            candidates = {chosen: decision["teacher_val_macro_f1"]}
+            results = {}
+            for s in self.tuning.get(seed, []):
+                state = self.records[s.run_name].state
+                results[s.run_name] = {"state": state}
+                if s.same_as:
+                    results[s.run_name]["same_as"] = s.same_as
+                elif state == "complete":
+                    f1 = _validation_f1(run_dir_of(s.config))
+                    candidates[s.run_name] = f1
+                    results[s.run_name]["val_macro_f1"] = f1
+            decision["tuning"] = results
+            chosen = max(candidates, key=candidates.get)  # ties: the original teacher (first)
         decision["chosen_teacher_run"] = chosen
         decision["chosen_teacher_dir"] = str(self._dir(chosen))
         decision["chosen_teacher_val_macro_f1"] = _validation_f1(self._dir(chosen))
+        students = decision.get("students_val_macro_f1")
         if students:
             decision["chosen_margin"] = decision["chosen_teacher_val_macro_f1"] - max(
                 students.values()
@@ -500,27 +552,14 @@ class _Campaign:
     def _dir(self, run_name: str) -> Path:
         return Path(self.records[run_name].run_dir)
 
-    def _tune(self, seed: int, teacher: PlannedRun, tuning: list[PlannedRun], decision) -> str:
-        say(f"gate s{seed} failed: training {len(tuning)} teacher-tuning runs")
-        self.total += len(tuning)
-        candidates = {teacher.run_name: decision["teacher_val_macro_f1"]}
-        results = {}
-        for s in tuning:
-            if s.same_as:
-                self.done += 1
-                self.skip(s.run_name, "identical to the phase-1 teacher")
-                results[s.run_name] = {"state": "skipped", "same_as": s.same_as}
-                continue
-            record = self.execute(s.config, "tuning")
-            results[s.run_name] = {"state": record.state}
-            if record.state == "complete":
-                f1 = _validation_f1(run_dir_of(s.config))
-                candidates[s.run_name] = f1
-                results[s.run_name]["val_macro_f1"] = f1
-        decision["tuning"] = results
-        return max(candidates, key=candidates.get)  # ties: the original teacher (first)
+    def gates_and_tuning(self) -> dict[int, Path | None]:
+        """Every seed's gate (phase 1 is complete), all tuning runs together, the teachers."""
+        tuning = [s for seed in self.manifest.seeds for s in self.decide_gate(seed)]
+        self.run([(s.config, "tuning") for s in tuning])
+        return {seed: self.choose_teacher(seed) for seed in self.manifest.seeds}
 
     def phase2(self, teachers: dict[int, Path | None]) -> None:
+        items = []
         for s in self.steps:
             if s.phase != "phase2":
                 continue
@@ -530,7 +569,62 @@ class _Campaign:
                 reason = self.gates.get(s.seed, {}).get("reason", "no teacher")
                 self.skip(s.run_name, f"no teacher for seed {s.seed}: {reason}")
                 continue
-            self.execute(s.config.model_copy(update={"teacher_run": teacher_dir}), "phase2")
+            items.append((s.config.model_copy(update={"teacher_run": teacher_dir}), "phase2"))
+        self.run(items)
+
+
+# ----------------------------------------------------------------------------- executors
+
+
+class Executor:
+    """Runs a batch of jobs and reports each through ``camp.started`` / ``camp.finished``.
+    ``remote``: runs execute in other processes, possibly on other machines."""
+
+    name = "local"
+    remote = False
+
+    def run(self, camp: _Campaign, jobs: list[RunJob]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the executor holds (a Ray instance it started)."""
+
+
+class LocalExecutor(Executor):
+    """The default: each run in this process, one after another, in plan order."""
+
+    def run(self, camp: _Campaign, jobs: list[RunJob]) -> None:
+        for job in jobs:
+            counter = f"[{camp.done + 1}/{camp.total}]"
+            say(f"[bold]{counter} {job.phase} {job.run_name}[/]: {job.config.model}")
+            camp.started(job.run_name)
+            try:
+                outcome = run_one(job)
+            except KeyboardInterrupt:
+                camp.finished(interrupted(job, camp.records[job.run_name].started))
+                raise
+            camp.finished(outcome)
+
+
+def interrupted(job: RunJob, started: str) -> RunOutcome:
+    """The outcome of a run stopped by Ctrl-C."""
+    return RunOutcome(
+        job.run_name, "failed", started, _now(), "", error=INTERRUPTED, details=INTERRUPTED + "\n"
+    )
+
+
+def make_executor(spec: ExecutorSpec, progress: bool = True) -> Executor:
+    """The executor the manifest (after command-line overrides) asks for; Ray is imported only
+    here, only when asked for."""
+    if spec.kind == "local":
+        return LocalExecutor()
+    from sleepsound.campaign.ray_executor import RayExecutor
+
+    return RayExecutor(spec, progress=progress)
+
+
+def _drop_attempts(note: str) -> str:
+    return "; ".join(p for p in note.split("; ") if p and not p.startswith(ATTEMPT_NOTE))
 
 
 def _join(*parts: str) -> str:
@@ -564,6 +658,8 @@ def run_campaign(
     progress: bool = True,
     cache_dir: Path | str | None = None,
     results_dir: Path | str | None = None,
+    executor: dict | None = None,
+    memory_limit: str | int | None = None,
 ) -> CampaignResult:
     """Run (or with ``dry_run`` only print) the campaign a manifest describes.
 
@@ -573,21 +669,23 @@ def run_campaign(
             saved config equals what the manifest now gives are skipped; incomplete ones are
             continued from their last checkpoint; changed ones are trained again.
         fresh_start: delete the campaign folder and its runs first (prints what it removes).
-        dry_run: print the plan and return without training.
-        progress: per-epoch progress bars.
+        dry_run: print the plan (and the resources the executor asks for) and return.
+        progress: per-epoch progress bars (local) or the live campaign view (Ray).
         cache_dir, results_dir: override the manifest's folders.
+        executor: override fields of the manifest's ``executor`` section (``kind``,
+            ``address``, ``cpus_per_run``, ``gpus_per_run``, ``retries``).
+        memory_limit: override ``train.memory_limit`` (bytes or ``"8G"``) for every run.
 
     Raises:
-        ManifestError: the manifest is invalid.
+        ManifestError: the manifest (with the overrides) is invalid.
         CampaignError: the campaign exists and neither ``resume`` nor ``fresh_start`` is set,
             or both are.
-        KeyboardInterrupt: after marking the current run failed in ``status.csv``.
+        KeyboardInterrupt: after marking the runs in progress failed in ``status.csv``.
     """
-    manifest = load_manifest(manifest_path)
-    overrides = {"cache_dir": cache_dir, "results_dir": results_dir}
-    overrides = {k: Path(v) for k, v in overrides.items() if v is not None}
-    if overrides:
-        manifest = Manifest.model_validate({**manifest.model_dump(), **overrides})
+    manifest = with_overrides(
+        load_manifest(manifest_path), manifest_path, cache_dir=cache_dir,
+        results_dir=results_dir, executor=executor, memory_limit=memory_limit,
+    )  # fmt: skip
     steps = plan(manifest)
     cdir = campaign_dir(manifest)
     if dry_run:
@@ -606,38 +704,69 @@ def run_campaign(
     cdir.mkdir(parents=True, exist_ok=True)
     runs.remove_temporaries(cdir)  # left by a killed earlier run of this campaign
     _write_manifest(cdir, manifest)
-    camp = _Campaign(manifest, steps, resume, progress)
+    engine = make_executor(manifest.executor, progress=progress)
+    camp = _Campaign(manifest, steps, resume, progress, engine)
     camp.write_status()
     say(
         f"[bold]campaign {manifest.name}[/]: {camp.total} runs planned over seeds "
         f"{manifest.seeds} ({sum(s.conditional for s in steps)} more if a gate fails) -> {cdir}"
     )
-    camp.phase1()
-    teachers = {seed: camp.gate(seed) for seed in manifest.seeds} if manifest.teacher else {}
-    camp.phase2(teachers)
+    try:
+        camp.phase1()
+        teachers = camp.gates_and_tuning() if manifest.teacher else {}
+        camp.phase2(teachers)
+    finally:
+        engine.close()
     result = CampaignResult(manifest, cdir, steps, camp.records, camp.gates)
     result.summary = summarize(result.complete_run_dirs())
     atomic_write(cdir / "summary.csv", result.summary.to_csv(index=False))
     result.wall_seconds = time.perf_counter() - t0
+    result.run_seconds = camp.trained_seconds
+    result.nodes = dict(camp.nodes)
     _closing_summary(result)
     return result
 
 
+def with_overrides(
+    manifest: Manifest, source: Path | str, cache_dir=None, results_dir=None,
+    executor: dict | None = None, memory_limit: str | int | None = None,
+) -> Manifest:  # fmt: skip
+    """The manifest with command-line overrides applied and validated again; a bad value is a
+    ManifestError naming the option's field (e.g. ``executor.gpus_per_run``)."""
+    data = manifest.model_dump()
+    changed = False
+    for key, value in (("cache_dir", cache_dir), ("results_dir", results_dir)):
+        if value is not None:
+            data[key], changed = Path(value), True
+    executor = {k: v for k, v in (executor or {}).items() if v is not None}
+    if executor:
+        data["executor"], changed = {**data["executor"], **executor}, True
+    if memory_limit is not None:
+        data["train"], changed = {**data["train"], "memory_limit": memory_limit}, True
+    return parse_manifest(data, source) if changed else manifest
+
+
 def _write_manifest(cdir: Path, manifest: Manifest) -> None:
+    """Write the manifest as run; say when it changed (where runs execute does not count)."""
     path = cdir / "manifest.json"
     data = manifest.model_dump(mode="json")
     if path.is_file():
         try:
-            if runs.read_json(path) != data:
+            before = {k: v for k, v in runs.read_json(path).items() if k != "executor"}
+            if before != {k: v for k, v in data.items() if k != "executor"}:
                 say(f"{path}: the manifest changed since the last run; changed runs are redone")
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             pass
     runs.write_json(path, data)
 
 
 def _closing_summary(result: CampaignResult) -> None:
     counts = result.counts()
-    table = Table(title=f"campaign {result.manifest.name}: {result.wall_seconds:.0f} s wall time")
+    spec = result.manifest.executor
+    table = Table(
+        title=f"campaign {result.manifest.name} ({spec.kind} executor): "
+        f"{result.wall_seconds:.0f} s wall time"
+    )
     for col in ("phase", *STATES[2:]):
         table.add_column(col, justify="left" if col == "phase" else "right")
     for phase in ("phase1", "tuning", "phase2"):
@@ -655,12 +784,21 @@ def _closing_summary(result: CampaignResult) -> None:
         f"{counts['complete']} complete, {counts['failed']} failed, {counts['skipped']} skipped; "
         f"see {result.campaign_dir}/ (status.csv, gate.json, summary.csv)"
     )
+    ratio = result.run_seconds / result.wall_seconds if result.wall_seconds else 0.0
+    out.print(
+        f"wall time {result.wall_seconds:.1f} s; sum of run times {result.run_seconds:.1f} s "
+        f"(runs trained now, reused ones excluded): {ratio:.2f} runs' worth of work per second "
+        "of wall time"
+    )
+    nodes = sorted({n.split(" (pid")[0] for n in result.nodes.values()})
+    if spec.kind != "local" and nodes:
+        out.print(f"runs executed on {len(nodes)} node(s): {', '.join(nodes)}")
     for seed, gate in result.gates.items():
         out.print(f"gate s{seed}: {gate.get('reason')} -> teacher {gate.get('chosen_teacher_run')}")
     if counts["failed"]:
-        failed = [r.run_name for r in result.records.values() if r.state == "failed"]
         out.print(
-            f"[bold red]failed[/]: {', '.join(failed)} (see {result.campaign_dir / 'errors'})"
+            f"[bold red]failed[/]: {', '.join(result.failed_runs())} "
+            f"(see {result.campaign_dir / 'errors'})"
         )
 
 
@@ -669,12 +807,17 @@ __all__ = [
     "CampaignResult",
     "PlannedRun",
     "RunRecord",
+    "Executor",
+    "LocalExecutor",
     "campaign_dir",
+    "make_executor",
     "plan",
     "plan_counts",
     "plan_table",
     "print_plan",
     "remove_campaign",
+    "reuse_decision",
     "reuse_state",
     "run_campaign",
+    "with_overrides",
 ]
