@@ -20,15 +20,11 @@ import pytest
 import soundfile as sf
 
 from sleepsound.deploy import events as ev
-from sleepsound.deploy.detect import (
-    Geometry,
-    RecordingError,
-    detect,
-    load_classifier,
-    window_inputs,
-)
+from sleepsound.deploy.detect import RecordingError, detect
+from sleepsound.deploy.runtime import load_classifier
 from sleepsound.features.logmel import CLIP_SAMPLES, SAMPLE_RATE, fix_length, log_mel
-from sleepsound.models.inputs import input_frames, scale_db
+from sleepsound.features.streaming import Geometry, window_inputs
+from sleepsound.models.inputs import InputSpec, input_frames
 
 SR = SAMPLE_RATE
 CLASSES = ("quiet", "breathe", "snore")
@@ -185,14 +181,14 @@ def test_window_features_equal_per_window_log_mel(window, hop, frames):
     span[:, :total] = rng.standard_normal((2, total)).astype(np.float32) * ramp
     span[:, 4000:9000] *= 30.0  # a loud burst near the first window edge
     real = np.clip(total - np.arange(n) * geo.hop, 0, geo.window)
-    card = {"input_scaling": {"offset": 55.0, "scale": 17.0}, "frames": frames, "bucket_frames": 50}
-    groups = window_inputs(span, n, real, geo, card)
+    spec = InputSpec(offset=55.0, scale=17.0, frames=frames, bucket=50, channels="both")
+    groups = window_inputs(span, n, real, geo, spec)
     assert sorted(i for idx, _ in groups for i in idx) == list(range(n))
     worst_db = 0.0
     for idx, x in groups:
         for row, i in enumerate(idx):
             clip = span[:, i * geo.hop : i * geo.hop + real[i]]
-            ref = scale_db(log_mel(fix_length(clip, CLIP_SAMPLES)), card["input_scaling"])
+            ref = spec.scale_db(log_mel(fix_length(clip, CLIP_SAMPLES)))
             t = int(input_frames(-(-real[i] // 160), frames, 50))
             assert x.shape[-1] == t
             worst_db = max(worst_db, float(np.abs(x[row] - ref[..., :t]).max()) * 17.0)
@@ -238,8 +234,10 @@ def test_detects_planted_events(run_dir, tmp_path):
     assert scores["frame_accuracy"] >= MIN_FRAME_ACCURACY
 
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["events.csv", "hourly.csv", "summary.json", "timeline.png"]
+        ["events.csv", "hourly.csv", "summary.json", "summary.md", "report.html", "timeline.png"]
+        + ["scores"]
     )
+    assert [p.name for p in (out / "scores").iterdir()] == ["night.tsv"]
     assert ev.read_events_csv(out / "events.csv") == [
         ev.Event(e.label, round(e.start, 3), round(e.end, 3), round(e.confidence, 4))
         for e in result.events
@@ -320,7 +318,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     files["corrupt"] = (corrupt, "not a readable audio file")
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
-    files["empty"] = (empty, "empty file")
+    files["empty"] = (empty, "empty_file")
     silent = tmp_path / "no_frames.wav"
     sf.write(silent, np.zeros((0, 2), np.float32), SR)
     files["no_frames"] = (silent, "no audio")

@@ -416,16 +416,27 @@ def export(
     int8: bool = typer.Option(False, "--int8", help="Also an int8-quantised model."),
     out_dir: Path | None = typer.Option(None, "--out", help="Default results/export/<run>."),
     results_dir: Path = typer.Option(RESULTS_DIR, "--results-dir"),
+    operating_point: list[str] = typer.Option(
+        [],
+        "--operating-point",
+        help="far=2/h or recall=0.9: thresholds chosen on validation, stored in the card "
+        "(repeatable).",
+    ),
 ) -> None:
     """Export a run to ONNX (dynamic time axis), check parity, measure latency and F1."""
     from sleepsound.deploy.export import compare_variants, export_run
+    from sleepsound.deploy.operating import canonical
 
     if fmt != "onnx":
         _fail(ValueError(f"--format {fmt}: only onnx is supported"))
     try:
+        points = [canonical(p) for p in operating_point]
         run_dir = resolve_run(run, results_dir)
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"--run {run}: no such run directory")
         out_dir = out_dir or results_dir / "export" / run_dir.name
-        result = export_run(run_dir, out_dir, int8=int8)
+        _out_folder(out_dir, "--out")
+        result = export_run(run_dir, out_dir, int8=int8, operating_points=points)
         rows = compare_variants(run_dir, result)
     except (ValueError, OSError) as err:
         _fail(err)
@@ -440,23 +451,61 @@ def export(
 
 @app.command()
 def detect(
-    recording: Path = typer.Argument(..., help="Audio file of any length (a whole night)."),
+    recording: Path = typer.Argument(
+        ..., help="Audio file of any length (a whole night), or a folder of nights."
+    ),
     model: str = typer.Option(..., help="Run dir, model.onnx, or best / best-student."),
     window: float = typer.Option(5.0, help="Window length, seconds."),
     hop: float = typer.Option(1.0, help="Hop between windows, seconds."),
     out_dir: Path = typer.Option(RESULTS_DIR / "detect", "--out"),
-    truth: Path | None = typer.Option(None, help="Ground-truth events.csv to score against."),
+    truth: Path | None = typer.Option(
+        None, help="Ground-truth events.csv to score against (single recording)."
+    ),
+    operating_point: str | None = typer.Option(
+        None,
+        "--operating-point",
+        help="far=2/h or recall=0.9: per-class thresholds chosen on validation (default argmax).",
+    ),
     results_dir: Path = typer.Option(RESULTS_DIR, "--results-dir"),
 ) -> None:
-    """Stream a recording through a model: events.csv, hourly summary, timeline, scores."""
+    """Stream a recording (or every recording of a folder) through a model: events, screening
+    summary, hourly table, scores, interactive HTML report; a cohort table for a folder."""
+    from sleepsound.deploy.cohort import detect_folder
     from sleepsound.deploy.detect import detect as run
+    from sleepsound.deploy.events import EventsFileError
+    from sleepsound.deploy.operating import canonical
 
     try:
+        if operating_point is not None:
+            canonical(operating_point)
         source = Path(model)
         if model in ("best", "best-student"):
             run_dir = resolve_run(model, results_dir)
             onnx = results_dir / "export" / run_dir.name / "model.onnx"
             source = onnx if onnx.is_file() else run_dir
-        run(recording, source, window=window, hop=hop, out_dir=out_dir, truth=truth)
-    except (ValueError, OSError) as err:
+        _out_folder(out_dir, "--out")
+        if recording.is_dir():
+            if truth is not None:
+                raise ValueError("--truth: a folder of nights takes its truth files beside them")
+            outcomes = detect_folder(
+                recording, source, out_dir, operating_point, window=window, hop=hop
+            )
+            failed = [o for o in outcomes if o.status == "error"]
+            out.print(
+                f"{len(outcomes) - len(failed)} of {len(outcomes)} nights reported -> "
+                f"{out_dir}/cohort.csv"
+            )
+            if failed:
+                raise typer.Exit(2)
+            return
+        run(
+            recording,
+            source,
+            window=window,
+            hop=hop,
+            out_dir=out_dir,
+            truth=truth,
+            operating_point=operating_point,
+        )
+    except (ValueError, OSError, EventsFileError) as err:
         _fail(err)

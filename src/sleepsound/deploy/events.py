@@ -3,7 +3,8 @@
 Detection classifies overlapping windows (``window`` seconds every ``hop`` seconds). The timeline
 is cut into *hop intervals* ``[j * hop, (j + 1) * hop)``; each interval gets the mean class
 probabilities of every window that covers it (a window covers an interval when the interval's
-centre lies inside the window) and the arg-max label. Consecutive intervals with the same label
+centre lies inside the window) and a label: the arg-max, or with an operating point the most
+probable class above its threshold (:func:`decide`). Consecutive intervals with the same label
 form segments; two segments of the same non-background label separated by at most ``max_gap``
 seconds are bridged (the gap takes their label), then non-background segments shorter than
 ``min_duration`` seconds fall back to the background. What remains of each non-background label
@@ -94,6 +95,27 @@ def hop_probabilities(window_probs: np.ndarray, windows_per_hop: float, n: int) 
 # ----------------------------------------------------------------------------- hops -> events
 
 
+def decide(
+    probs: np.ndarray, classes, thresholds: dict[str, float] | None, background: str = BACKGROUND
+) -> np.ndarray:
+    """Label index per row of ``probs`` [N, K]: argmax when ``thresholds`` is None; otherwise
+    the most probable class among those at or above their threshold (``{label: t}``), the
+    background when none is (argmax when the task has no background). See
+    :mod:`sleepsound.deploy.operating`."""
+    probs = np.asarray(probs)
+    if thresholds is None:
+        return probs.argmax(axis=1)
+    t = np.array([thresholds.get(c, np.inf) if c != background else np.inf for c in classes])
+    passing = np.where(probs >= t[None, :], probs, -np.inf)
+    best = passing.argmax(axis=1)
+    none = ~np.isfinite(passing.max(axis=1))
+    if background in classes:
+        best[none] = list(classes).index(background)
+    else:
+        best[none] = probs[none].argmax(axis=1)
+    return best
+
+
 def runs(labels: np.ndarray) -> list[tuple[int, int, int]]:
     """Maximal runs of equal values: [(value, first, end_exclusive), ...]."""
     labels = np.asarray(labels)
@@ -179,14 +201,16 @@ def windows_to_events(
     min_duration: float = DEFAULT_MIN_DURATION,
     max_gap: float = DEFAULT_MAX_GAP,
     background: str = BACKGROUND,
+    thresholds: dict[str, float] | None = None,
 ) -> tuple[list[Event], np.ndarray, np.ndarray]:
     """The whole chain: window probabilities [W, K] -> (events, hop probs [n, K], hop labels [n]).
 
-    The returned hop labels are after bridging and the minimum duration. A task without the
+    Each hop interval is decided by :func:`decide` (argmax, or per-class ``thresholds``). The
+    returned hop labels are after bridging and the minimum duration. A task without the
     background class gets no background: every interval is then some event.
     """
     probs = hop_probabilities(window_probs, window / hop, n_hops(duration, hop))
-    labels = probs.argmax(axis=1)
+    labels = decide(probs, classes, thresholds, background)
     bg = list(classes).index(background) if background in classes else -1
     labels = smooth_labels(labels, bg, hop, min_duration, max_gap)
     return labels_to_events(labels, probs, classes, hop, duration, background), probs, labels

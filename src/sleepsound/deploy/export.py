@@ -8,12 +8,15 @@
 * ``model.int8.onnx`` (``int8=True``): the smaller of the int8 candidates that work (see
   :func:`quantize_int8`);
 * ``model_card.json``: everything a consumer needs to feed the model (classes, feature
-  parameters, input scaling, frames policy, channel policy), where it came from, file sizes,
-  parity figures, opset and library versions.
+  parameters, the ``input_spec``), the sha256 of each model file (model and card are one pair,
+  checked on load: :mod:`.card`), where it came from, file sizes, parity figures, operating
+  points (:mod:`.operating`), opset and library versions.
 
 Parity is measured on the run's cache test split (up to ``PARITY_CLIPS`` clips spread over it),
 at each clip's input length under the run's frames policy and at the full 501 frames.
-Every file is written to a temporary name and renamed into place.
+Candidates are built in a private temporary folder outside the export folder (a killed export
+leaves nothing there); every file is written to a temporary name and renamed into place, the
+card last, and stale temporaries of a killed earlier export are removed.
 
 ``compare_variants`` measures single-thread batch-1 latency and test macro-F1 of PyTorch fp32,
 ONNX Runtime fp32 and ONNX Runtime int8.
@@ -24,11 +27,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,24 +43,46 @@ from torch import nn
 
 from sleepsound import __version__
 from sleepsound.atomic import atomic_write_bytes
+from sleepsound.deploy import operating
+from sleepsound.deploy.card import CARD_NAME, card_spec, checkpoint_card
+from sleepsound.deploy.runtime import (
+    CHECKPOINT,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    Predictor,
+    ort_predictor,
+    ort_session,
+    softmax,
+    torch_predictor,
+)
+from sleepsound.deploy.staging import clean_stale
 from sleepsound.features.cache import validate_cache
-from sleepsound.features.logmel import FEATURE_PARAMS, N_FRAMES, N_MELS
-from sleepsound.models.inputs import input_frames, scale_db
+from sleepsound.features.logmel import N_FRAMES, N_MELS
+from sleepsound.models.inputs import InputSpec
 from sleepsound.models.profile import measure_latency, model_size_bytes
 from sleepsound.progress import say
-from sleepsound.runs import BEST_CHECKPOINT, CONFIG_FILE, file_sha256, write_json
+from sleepsound.runs import CONFIG_FILE, file_sha256, write_json
 from sleepsound.training.checkpoint import load_model
 from sleepsound.training.data import SplitData
 from sleepsound.training.metrics import classification_metrics
 
+__all__ = [
+    "CARD_NAME",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "ExportError",
+    "ExportResult",
+    "compare_variants",
+    "export_run",
+    "onnx_bytes",
+    "ort_session",
+    "softmax",
+]
+
 ONNX_NAME = "model.onnx"
 INT8_NAME = "model.int8.onnx"
-CARD_NAME = "model_card.json"
 EXPORT_SUBDIR = "export"
-CHECKPOINT = Path(BEST_CHECKPOINT)  # inside a run directory
 RUN_CONFIG = CONFIG_FILE
-INPUT_NAME = "logmel_scaled"
-OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 17
 TRACE_FRAMES = 100  # time length of the dummy input the exporter traces (the axis is dynamic)
 TEST_SPLIT = "test"
@@ -69,13 +93,12 @@ CALIBRATION_SPLIT = "validation"
 CALIBRATION_CLIPS = 256  # clips fed to static int8 calibration
 INT8_MAX_F1_DROP = 0.05  # an int8 candidate losing more macro-F1 than this does not "work"
 INT8_MAX_SLOWDOWN = 2.0  # nor does one this many times slower than fp32
-DEFAULT_CHANNELS = "mean"
 LATENCY_WARMUP = 10
 CANDIDATE_RUNS = 20  # latency calls per int8 candidate (the full comparison is compare_variants)
 DEFAULT_LATENCY_RUNS = 100
 
 
-class ExportError(RuntimeError):
+class ExportError(ValueError):
     """A run that cannot be exported (missing files, exporter failure, broken model)."""
 
 
@@ -86,15 +109,6 @@ class ExportResult:
     card_path: Path
     card: dict
     int8_path: Path | None = None
-
-
-# ============================================================================= small helpers
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 # ============================================================================= runs and caches
@@ -108,23 +122,15 @@ def load_run(run_dir: Path | str) -> tuple[nn.Module, dict, dict]:
         raise ExportError(f"{run_dir}: no {CHECKPOINT} (is this a training run directory?)")
     model, ckpt = load_model(ckpt_path)
     config_path = run_dir / RUN_CONFIG
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    config = {}
+    if config_path.is_file():
+        try:
+            config = json.loads(config_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ExportError(f"{config_path}: not readable JSON ({exc})") from exc
+        if not isinstance(config, dict):
+            raise ExportError(f"{config_path}: a run config is a JSON object")
     return model, ckpt, config
-
-
-def checkpoint_card(ckpt: dict) -> dict:
-    """The input contract stored in a checkpoint, with the documented defaults filled in."""
-    model_cfg = ckpt["model"]
-    return {
-        "classes": list(ckpt["classes"]),
-        "feature_params": dict(ckpt.get("feature_params", FEATURE_PARAMS)),
-        "input_scaling": dict(ckpt["input_scaling"]),
-        "frames": ckpt.get("frames", "bucket"),
-        "bucket_frames": int(ckpt.get("bucket_frames", 50)),
-        "channels": ckpt.get("channels", DEFAULT_CHANNELS),
-        "in_channels": int(model_cfg.get("in_channels", 1)),
-        "model": model_cfg,
-    }
 
 
 def split_cache_path(run_dir: Path, config: dict, cache_dir: Path | str | None) -> Path:
@@ -161,60 +167,32 @@ def spread_indices(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, num=min(n, k)).round().astype(int))
 
 
-def length_groups(
-    n_frames: np.ndarray, frames: str, bucket: int
-) -> Iterator[tuple[np.ndarray, int]]:
-    """(clip indices, input length) groups under the frames policy, the way training crops."""
-    lengths = input_frames(n_frames, frames, bucket)
+def length_groups(n_frames: np.ndarray, spec: InputSpec) -> Iterator[tuple[np.ndarray, int]]:
+    """(clip indices, input length) groups under the spec's length policy, as training crops."""
+    lengths = spec.lengths(n_frames)
     for t in np.unique(lengths):
         yield np.flatnonzero(lengths == t), int(t)
 
 
-def model_input(specs: np.ndarray, t: int, scaling: dict) -> np.ndarray:
+def model_input(specs: np.ndarray, t: int, spec: InputSpec) -> np.ndarray:
     """Cached dB spectrograms ``[B, C, 64, 501]`` -> scaled model input cropped to ``t`` frames."""
-    return np.ascontiguousarray(scale_db(specs[..., :t], scaling), dtype=np.float32)
+    return np.ascontiguousarray(spec.scale_db(specs[..., :t]), dtype=np.float32)
 
 
-# ============================================================================= predictors
-
-Predictor = Callable[[np.ndarray], np.ndarray]  # [B, C, 64, T] float32 -> logits [B, K]
-
-
-def torch_predictor(model: nn.Module) -> Predictor:
-    def predict(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(x)).numpy()
-
-    return predict
-
-
-def ort_session(model: Path | bytes, threads: int = 1) -> ort.InferenceSession:
-    """A CPU session with ``threads`` intra-op threads and one inter-op thread."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    source = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
-def ort_predictor(session: ort.InferenceSession) -> Predictor:
-    def predict(x: np.ndarray) -> np.ndarray:
-        return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-
-    return predict
+# ============================================================================= predictions
 
 
 def predict_logits(
     predict: Predictor, inputs: CacheInputs, card: dict, full: bool = False
 ) -> np.ndarray:
     """Logits of every clip at its policy length (or all ``N_FRAMES`` frames when ``full``)."""
-    frames = "full" if full else card["frames"]
+    spec = card_spec(card)
+    policy = InputSpec(**{**spec.to_dict(), "frames": "full"}) if full else spec
     out = np.zeros((len(inputs.labels), len(card["classes"])), dtype=np.float32)
-    for idx, t in length_groups(inputs.n_frames, frames, card["bucket_frames"]):
+    for idx, t in length_groups(inputs.n_frames, policy):
         for start in range(0, len(idx), EVAL_BATCH):
             batch = idx[start : start + EVAL_BATCH]
-            out[batch] = predict(model_input(inputs.specs[batch], t, card["input_scaling"]))
+            out[batch] = predict(model_input(inputs.specs[batch], t, spec))
     return out
 
 
@@ -226,8 +204,7 @@ def evaluate(predict: Predictor, cache_path: Path, card: dict) -> dict:
     if list(split.classes) != list(card["classes"]):
         raise ExportError(f"{cache_path}: classes {split.classes} differ from {card['classes']}")
     logits = np.zeros((len(split), len(card["classes"])), dtype=np.float32)
-    scaling, frames, bucket = card["input_scaling"], card["frames"], card["bucket_frames"]
-    for batch in split.batches(EVAL_BATCH, scaling, frames, bucket):
+    for batch in split.batches(EVAL_BATCH, card_spec(card)):
         logits[batch.index] = predict(np.ascontiguousarray(batch.x.numpy(), dtype=np.float32))
     metrics, _ = classification_metrics(split.labels, logits.argmax(1), split.classes)
     return {
@@ -293,12 +270,13 @@ def fp32_parity(session: ort.InferenceSession, model: nn.Module, inputs: CacheIn
 
 
 def _parity_figures(ref, got, n_frames, card, full) -> dict:
-    frames = "full" if full else card["frames"]
+    spec = card_spec(card)
+    lengths = np.full_like(n_frames, spec.max_time) if full else spec.lengths(n_frames)
     return {
         "max_abs_logit_diff": float(np.max(np.abs(ref - got))),
         "top1_agreement": float(np.mean(ref.argmax(1) == got.argmax(1))),
         "n_clips": int(len(ref)),
-        "lengths": sorted({int(t) for t in input_frames(n_frames, frames, card["bucket_frames"])}),
+        "lengths": sorted({int(t) for t in lengths}),
     }
 
 
@@ -309,48 +287,81 @@ def export_run(
     cache_dir: Path | str | None = None,
     opset: int = DEFAULT_OPSET,
     progress: bool = True,
+    operating_points: Sequence[str] = (),
 ) -> ExportResult:
     """Export a run's best checkpoint to ONNX (see the module docstring); returns the paths
-    and the model card."""
+    and the model card.
+
+    ``operating_points``: specs such as ``far=2/h`` or ``recall=0.9``; for each, per-class
+    thresholds are chosen on the run's validation split and stored in the card (see
+    :mod:`.operating`). Model files are made in a private temporary folder outside ``out_dir``,
+    then renamed into place one by one, the card (with every model file's sha256) last.
+    """
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / EXPORT_SUBDIR
     model, ckpt, config = load_run(run_dir)
-    card = checkpoint_card(ckpt)
+    card = checkpoint_card(ckpt, str(run_dir / CHECKPOINT))
+    spec = card_spec(card)
+    points = {p: operating.for_run(run_dir, p, card["classes"]) for p in operating_points}
     cache_path = split_cache_path(run_dir, config, cache_dir)
-    data, exporter = onnx_bytes(model, card["in_channels"], opset)
+    data, exporter = onnx_bytes(model, spec.n_channels, opset)
     session = ort_session(data)
     n_test = validate_cache(cache_path).n_samples
     inputs = read_cache(cache_path, spread_indices(n_test, PARITY_CLIPS))
     parity = {"fp32": fp32_parity(session, model, inputs, card)}
-    onnx_path = out / ONNX_NAME
-    atomic_write_bytes(onnx_path, data)
-    files = {ONNX_NAME: onnx_path.stat().st_size}
-    int8_path, int8_info = None, None
-    if int8:
-        int8_path, int8_info = quantize_int8(onnx_path, out / INT8_NAME, cache_path, card)
-        files[INT8_NAME] = int8_path.stat().st_size
-        parity["int8"] = int8_parity(int8_path, model, inputs, card)
+    contents = {ONNX_NAME: data}
+    int8_info = None
+    with tempfile.TemporaryDirectory(prefix="sleepsound-export-") as tmp:
+        if int8:
+            staged = Path(tmp) / ONNX_NAME
+            staged.write_bytes(data)
+            int8_path, int8_info = quantize_int8(staged, Path(tmp) / INT8_NAME, cache_path, card)
+            contents[INT8_NAME] = int8_path.read_bytes()
+            parity["int8"] = int8_parity(int8_path, model, inputs, card)
     card.update(
         {
             "format": "onnx",
-            "input": {"name": INPUT_NAME, "shape": ["batch", card["in_channels"], N_MELS, "time"]},
+            "input": {"name": INPUT_NAME, "shape": ["batch", spec.n_channels, N_MELS, "time"]},
             "output": {"name": OUTPUT_NAME, "shape": ["batch", len(card["classes"])]},
             "source_run": _source(run_dir, ckpt, cache_path),
-            "files": files,
+            "files": {name: len(blob) for name, blob in contents.items()},
+            "sha256": {name: _sha256(blob) for name, blob in contents.items()},
             "parity": parity,
             "parity_tolerance_fp32": FP32_PARITY_TOL,
             "int8": int8_info,
+            "operating_points": points,
             "opset": opset,
             "exporter": exporter,
             "versions": _versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
     )
-    card_path = out / CARD_NAME
-    write_json(card_path, card)
+    _install(out, contents, card)
+    onnx_path, card_path = out / ONNX_NAME, out / CARD_NAME
     if progress:
         _report(card, onnx_path)
-    return ExportResult(out, onnx_path, card_path, card, int8_path)
+    int8_out = out / INT8_NAME if int8 else None
+    return ExportResult(out, onnx_path, card_path, card, int8_out)
+
+
+def _sha256(blob: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _install(out: Path, contents: dict[str, bytes], card: dict) -> None:
+    """Put the model files in place, then the card that names their sha256 (so a model file
+    never passes for another card's: see :func:`~sleepsound.deploy.card.check_model_file`).
+    A model file of an earlier export that this one does not have is removed first."""
+    out.mkdir(parents=True, exist_ok=True)
+    clean_stale(out, (ONNX_NAME, INT8_NAME, CARD_NAME))
+    for name in (ONNX_NAME, INT8_NAME):
+        if name not in contents:
+            (out / name).unlink(missing_ok=True)
+    for name, blob in contents.items():
+        atomic_write_bytes(out / name, blob)
+    write_json(out / CARD_NAME, card)
 
 
 def _source(run_dir: Path, ckpt: dict, cache_path: Path) -> dict:
@@ -415,10 +426,10 @@ def quantize_int8(fp32_path: Path, out_path: Path, cache_path: Path, card: dict)
     """
     fp32_session = ort_session(fp32_path)
     fp32_eval = evaluate(ort_predictor(fp32_session), cache_path, card)
-    shape = (1, card["in_channels"], N_MELS, N_FRAMES)
+    shape = (1, card_spec(card).n_channels, N_MELS, N_FRAMES)
     fp32_ms = ort_latency(fp32_session, shape, n_runs=CANDIDATE_RUNS)["median_ms"]
     candidates, paths = {}, {}
-    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix="sleepsound-int8-") as tmp:
         prepared = _prepare(fp32_path, Path(tmp) / "prepared.onnx")
         for method, build in (("dynamic", _quantize_dynamic), ("static", _quantize_static)):
             path = Path(tmp) / f"{method}.onnx"
@@ -443,7 +454,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, cache_path: Path, card: dict)
         if not paths:
             raise ExportError(f"int8 quantisation failed: {candidates}")
         chosen = _choose(candidates, paths)
-        os.replace(paths[chosen], out_path)
+        out_path.write_bytes(paths[chosen].read_bytes())
     info = {
         "chosen": chosen,
         "candidates": candidates,
@@ -500,9 +511,10 @@ class CacheCalibration:
     def __init__(self, cache_path: Path, card: dict, n_clips: int = CALIBRATION_CLIPS):
         n = validate_cache(cache_path).n_samples
         inputs = read_cache(cache_path, spread_indices(n, n_clips))
+        spec = card_spec(card)
         self._batches = [
-            model_input(inputs.specs[idx[s : s + EVAL_BATCH]], t, card["input_scaling"])
-            for idx, t in length_groups(inputs.n_frames, card["frames"], card["bucket_frames"])
+            model_input(inputs.specs[idx[s : s + EVAL_BATCH]], t, spec)
+            for idx, t in length_groups(inputs.n_frames, spec)
             for s in range(0, len(idx), EVAL_BATCH)
         ]
 
@@ -608,7 +620,7 @@ def compare_variants(
     model, _, config = load_run(run_dir)
     card = export_result.card
     cache_path = split_cache_path(run_dir, config, cache_dir)
-    shape = (1, card["in_channels"], N_MELS, N_FRAMES)
+    shape = (1, card_spec(card).n_channels, N_MELS, N_FRAMES)
     rows = [
         _row(
             "pytorch_fp32",
