@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import crashrun
 import h5py
@@ -17,7 +18,13 @@ from conftest import write_dataset
 
 from sleepsound.config import PreprocessConfig
 from sleepsound.data.audio import DatasetLayoutError
-from sleepsound.features.cache import CacheError, build_split, preprocess, validate_cache
+from sleepsound.features.cache import (
+    CacheError,
+    build_split,
+    preprocess,
+    validate_cache,
+    verify_cache,
+)
 from sleepsound.features.logmel import FEATURE_PARAMS
 
 
@@ -209,3 +216,266 @@ def test_validate_cache_names_file_and_problem(tmp_path):
         )
     with pytest.raises(CacheError, match=r"float32\[2, 64, 501\]"):
         validate_cache(path)
+
+
+# ----------------------------------------------------------------------------- issue 13
+
+CLASSES = ("quiet", "breathe", "snore")
+
+
+def _spectrogram_chunk(path) -> tuple[int, int]:
+    """(byte offset, size) of the second stored chunk of the spectrograms dataset."""
+    with h5py.File(path) as h5:
+        info = h5["spectrograms"].id.get_chunk_info(1)
+    return info.byte_offset, info.size
+
+
+def _flip(path, offset: int, n: int = 64) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        data = bytearray(f.read(n))
+        f.seek(offset)
+        f.write(bytes(b ^ 0x5A for b in data))
+
+
+def test_corrupted_bytes_fail_verification_and_are_not_reused(tmp_path):
+    data = write_dataset(tmp_path / "d", per_class=12, splits=("train",))
+    cache = tmp_path / "c"
+    preprocess(cfg(data, cache, splits=("train",)))
+    path = cache / "train.h5"
+    assert verify_cache(path) is True
+    with h5py.File(path) as h5:
+        good = h5["spectrograms"][:]
+    offset, size = _spectrogram_chunk(path)
+    _flip(path, offset + size // 2)
+    with pytest.raises(CacheError, match=r"train\.h5: rows? \d+"):
+        verify_cache(path)
+    validate_cache(path)  # the structure is intact: only the content check sees it
+    [r] = preprocess(cfg(data, cache, splits=("train",), skip_existing=True))
+    assert not r.reused
+    assert verify_cache(path) is True
+    with h5py.File(path) as h5:
+        np.testing.assert_array_equal(h5["spectrograms"][:], good)
+
+
+@pytest.mark.parametrize(
+    "edit,why",
+    [
+        (lambda h5: h5["spectrograms"].__setitem__((3, 0, 0), np.float32(-7.0)), "checksum"),
+        (lambda h5: h5["labels"].__setitem__(5, (h5["labels"][5] + 1) % 3), "checksum"),
+        (lambda h5: h5["spectrograms"].__setitem__((2, 0, 0), np.nan), "non-finite"),
+        (lambda h5: h5.attrs.__setitem__("checksum", "blake2b64-rows:00"), "attribute"),
+        (lambda h5: h5.__delitem__("checksums"), "incomplete"),
+    ],
+    ids=["value", "label", "nan", "attr", "no-dataset"],
+)
+def test_verify_refuses_edited_content(tmp_path, edit, why):
+    data = write_dataset(tmp_path / "d", per_class=3, splits=("test",))
+    preprocess(cfg(data, tmp_path / "c", splits=("test",)))
+    path = tmp_path / "c" / "test.h5"
+    with h5py.File(path, "r+") as h5:
+        edit(h5)
+    with pytest.raises(CacheError, match=f"test.h5.*{why}"):
+        verify_cache(path)
+
+
+def test_verify_without_checksums_cannot_verify_but_refuses_nan(tmp_path):
+    """A file of the reference tool's kind (no checksums, no n_frames/paths) is readable:
+    verify says it cannot vouch for it; non-finite values are an error naming the file."""
+    path = tmp_path / "ref.h5"
+    with h5py.File(path, "w") as h5:
+        h5["spectrograms"] = np.full((5, 64, 501), -80.0, np.float32)
+        h5["labels"] = np.zeros(5, np.int64)
+    assert verify_cache(path) is False
+    with h5py.File(path, "r+") as h5:
+        h5["spectrograms"][4, 3, 2] = np.inf
+    with pytest.raises(CacheError, match="ref.h5: row 4 holds non-finite"):
+        verify_cache(path)
+
+
+def test_skip_existing_with_error_policy_does_not_reuse_a_cache_that_skipped_clips(tmp_path):
+    data = write_dataset(tmp_path / "d", per_class=2, splits=("train",))
+    (data / "train" / "quiet" / "corrupt.wav").write_bytes(b"RIFF\x00\x00not a wave")
+    cache = tmp_path / "c"
+    preprocess(cfg(data, cache, splits=("train",)))
+    assert validate_cache(cache / "train.h5").attrs["n_invalid"] == 1
+    with pytest.raises(ValueError, match="corrupt.wav"):
+        preprocess(cfg(data, cache, splits=("train",), skip_existing=True, invalid_audio="error"))
+    # the clean case is still reused under the error policy
+    (data / "train" / "quiet" / "corrupt.wav").unlink()
+    preprocess(cfg(data, cache, splits=("train",)))
+    [r] = preprocess(cfg(data, cache, splits=("train",), skip_existing=True, invalid_audio="error"))
+    assert r.reused
+
+
+def _killed_partial(tmp_path, data, cache, chunk: int = 2):
+    code = (
+        f"from sleepsound.features.cache import build_split; build_split({str(data)!r}, "
+        f"{str(cache)!r}, 'train', {CLASSES!r}, progress=False)"
+    )
+    proc = subprocess.run(
+        crashrun.command("cache.chunk_written", chunk, "-c", code), capture_output=True
+    )
+    assert proc.returncode == 137
+    return code, cache / ".train.h5.partial"
+
+
+def _same_cache(a_path, b_path) -> None:
+    with h5py.File(a_path) as a, h5py.File(b_path) as b:
+        for name in ("spectrograms", "labels", "n_frames", "checksums"):
+            np.testing.assert_array_equal(a[name][:], b[name][:])
+        assert list(a["paths"].asstr()[:]) == list(b["paths"].asstr()[:])
+        assert a.attrs["checksum"] == b.attrs["checksum"]
+
+
+@pytest.mark.parametrize("damage", ["spectrogram-chunk", "string-heap", "truncated"])
+def test_a_damaged_partial_file_is_discarded_and_one_run_recovers(tmp_path, damage):
+    data = write_dataset(tmp_path / "d", per_class=30, splits=("train",))  # 90 clips, 3 chunks
+    write_bad_files(data / "train" / "quiet")  # invalid rows too (a string heap to damage)
+    ref = build_split(data, tmp_path / "ref", "train", CLASSES, progress=False)
+    cache = tmp_path / "c"
+    code, partial = _killed_partial(tmp_path, data, cache)
+    if damage == "spectrogram-chunk":
+        offset, size = _spectrogram_chunk(partial)
+        _flip(partial, offset + size // 3, 32)
+    elif damage == "string-heap":
+        raw = partial.read_bytes()
+        at = raw.index(b"GCOL")  # HDF5 global heap collection (variable-length strings)
+        _flip(partial, at, 16)
+    else:
+        os.truncate(partial, partial.stat().st_size * 2 // 3)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert verify_cache(cache / "train.h5")
+    _same_cache(ref.path, cache / "train.h5")
+    assert "discarding" in proc.stderr and ".train.h5.partial" in proc.stderr
+    assert (cache / "train.invalid.csv").read_text() == (
+        tmp_path / "ref" / "train.invalid.csv"
+    ).read_text()
+    assert not [p.name for p in cache.iterdir() if "partial" in p.name or ".tmp" in p.name]
+
+
+def test_resume_copies_the_checked_rows(tmp_path):
+    """An intact partial file is resumed (not rebuilt) and gives the same cache."""
+    data = write_dataset(tmp_path / "d", per_class=30, splits=("train",))
+    ref = build_split(data, tmp_path / "ref", "train", CLASSES, progress=False)
+    cache = tmp_path / "c"
+    code, partial = _killed_partial(tmp_path, data, cache)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming at clip 64 of 90" in proc.stderr
+    _same_cache(ref.path, cache / "train.h5")
+
+
+def test_a_second_preprocess_waits_for_the_lock_and_says_so(tmp_path):
+    from filelock import FileLock
+
+    data = write_dataset(tmp_path / "d", per_class=2, splits=("test",))
+    cache = tmp_path / "c"
+    cache.mkdir()
+    lock = FileLock(str(cache / ".preprocess.lock"))
+    lock.acquire()
+    log = tmp_path / "log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            crashrun.command("never", 1, "preprocess", "--data", str(data),
+                             "--cache-dir", str(cache), "--splits", "test", "--workers", "1"),
+            stdout=err, stderr=err,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while "waiting" not in log.read_text() and time.monotonic() < deadline:
+                assert proc.poll() is None, log.read_text()
+                time.sleep(0.2)
+            assert ".preprocess.lock" in log.read_text() and "waiting" in log.read_text()
+            time.sleep(0.5)
+            assert proc.poll() is None and not (cache / "test.h5").exists()
+        finally:
+            lock.release()
+        assert proc.wait(timeout=120) == 0, log.read_text()
+    assert verify_cache(cache / "test.h5")
+
+
+def _odd_entries(folder) -> dict[str, str]:
+    """Entries no reader can use, by name -> expected reason (None: any reason)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    src = next(folder.parent.glob("*/*.wav"))
+    os.link(src, os.fsencode(folder) + b"/caf\xe9-latin1.wav")  # not UTF-8
+    os.mkfifo(folder / "pipe.wav")
+    os.symlink("self.wav", folder / "self.wav")  # a loop
+    os.symlink("missing.wav", folder / "dangling.wav")
+    (folder / "sub").mkdir()
+    os.symlink("..", folder / "sub" / "up")  # a folder loop
+    (folder / "notes.txt").write_text("not audio")
+    (folder / "phone.opus").write_bytes(b"OggS\x00garbage" * 10)
+    (folder / "watch.caf").write_bytes(b"caff garbage")
+    (folder / "memo.m4a").write_bytes(b"\x00\x00\x00\x18ftypM4A garbage")
+    return {
+        "caf\\xe9-latin1.wav": "bad_name",
+        "pipe.wav": "not_a_file",
+        "self.wav": "symlink_loop",
+        "dangling.wav": "broken_link",
+        "sub/up": "symlink_loop",
+        "notes.txt": "unsupported_format",
+        "phone.opus": None,
+        "watch.caf": None,
+        "memo.m4a": None,
+    }
+
+
+def test_odd_entries_are_listed_not_fatal_nor_silent(tmp_path):
+    data = write_dataset(tmp_path / "d", per_class=2, splits=("train",))
+    expected = _odd_entries(data / "train" / "snore")
+    [r] = preprocess(cfg(data, tmp_path / "c", splits=("train",)))
+    assert r.n_clips == 6
+    with open(tmp_path / "c" / "train.invalid.csv", encoding="utf-8") as f:
+        rows = {row["path"]: row["reason"] for row in csv.DictReader(f)}
+    for name, reason in expected.items():
+        key = f"train/snore/{name}"
+        assert key in rows, (key, rows)
+        assert reason is None or rows[key] == reason, (key, rows[key])
+    assert len(rows) == len(expected)
+    assert verify_cache(tmp_path / "c" / "train.h5")
+    with pytest.raises(ValueError, match="snore"):  # the error policy names the first of them
+        preprocess(cfg(data, tmp_path / "c2", splits=("train",), invalid_audio="error"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_an_unreadable_file_is_listed(tmp_path):
+    data = write_dataset(tmp_path / "d", per_class=2, splits=("train",))
+    locked = data / "train" / "quiet" / "quiet_000.wav"
+    locked.chmod(0)
+    [r] = preprocess(cfg(data, tmp_path / "c", splits=("train",)))
+    assert r.n_clips == 5
+    assert (
+        "train/quiet/quiet_000.wav,unreadable" in (tmp_path / "c" / "train.invalid.csv").read_text()
+    )
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_outputs_get_the_mode_the_umask_gives(tmp_path, umask):
+    data = write_dataset(tmp_path / "d", per_class=2, splits=("test",))
+    old = os.umask(umask)
+    try:
+        preprocess(cfg(data, tmp_path / "c", splits=("test",)))
+    finally:
+        os.umask(old)
+    for name in ("test.h5", "test.invalid.csv"):
+        assert (tmp_path / "c" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+@pytest.mark.parametrize(
+    "content,why",
+    [
+        ('{"kind": "dreamcatcher-verified", "seed": 1}', "unknown data-source kind"),
+        ('{"kind": "synthetic", "seed": "7; rm"}', "'seed'"),
+        ('{"kind": "dreamcatcher", "repo": "x\\n# Title"}', "'repo'"),
+        ("[1, 2]", "not a JSON object"),
+        ("{not json", "unreadable"),
+    ],
+)
+def test_source_file_claims_are_checked(tmp_path, content, why):
+    data = write_dataset(tmp_path / "d", per_class=1, splits=("test",))
+    (data / "sleepsound_source.json").write_text(content)
+    with pytest.raises(ValueError, match=f"sleepsound_source.json.*{why}"):
+        preprocess(cfg(data, tmp_path / "c", splits=("test",)))
