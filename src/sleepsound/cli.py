@@ -359,27 +359,55 @@ def campaign(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan only."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Override the manifest's."),
     results_dir: Path | None = typer.Option(None, "--results-dir", help="Override."),
+    executor: str | None = typer.Option(
+        None, "--executor", help="local (default: one run after another) or ray (in parallel)."
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster: auto or HOST:PORT (default: a local instance)."
+    ),
+    cpus_per_run: float | None = typer.Option(None, "--cpus-per-run", help="Ray: CPUs per run."),
+    gpus_per_run: float | None = typer.Option(
+        None, "--gpus-per-run", help="Ray: GPUs per run (0.25: four runs share one GPU)."
+    ),
+    retries: int | None = typer.Option(None, "--retries", help="Ray: retries of a failed run."),
+    memory_limit: str | None = typer.Option(
+        None, "--memory-limit", help="Most RAM each run's data path may hold, e.g. 8G."
+    ),
 ) -> None:
-    """Run a campaign: phase 1, the teacher gate, phase 2 (distillation), over seeds."""
+    """Run a campaign: phase 1, the teacher gate, phase 2 (distillation), over seeds.
+
+    Exits 1 naming the failed runs when any run failed (the others are complete)."""
     from sleepsound.campaign.manifest import ManifestError
     from sleepsound.campaign.runner import CampaignError, run_campaign
 
     if resume and fresh_start:
         _fail(ValueError("--resume and --fresh-start exclude each other"))
+    overrides = _set(
+        kind=executor, address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
+        retries=retries,
+    )  # fmt: skip
     try:
         for folder, option in ((results_dir, "--results-dir"), (cache_dir, "--cache-dir")):
             if folder is not None:
                 _out_folder(folder, option)
-        run_campaign(
+        result = run_campaign(
             manifest,
             resume=resume,
             fresh_start=fresh_start,
             dry_run=dry_run,
             cache_dir=cache_dir,
             results_dir=results_dir,
+            executor=overrides,
+            memory_limit=memory_limit,
         )
     except (ManifestError, CampaignError, ValueError, OSError) as err:
         _fail(err)
+    failed = result.failed_runs()
+    if failed:
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]{len(failed)} run(s) failed:[/] {', '.join(failed)}", highlight=False
+        )
+        raise typer.Exit(1)
 
 
 # ----------------------------------------------------------------------------- deployment

@@ -84,9 +84,18 @@ def now() -> str:
     return time.strftime(TIME_FORMAT)
 
 
+_node_label: str | None = None  # set by an executor that knows better (a Ray node id)
+
+
+def set_node_label(label: str | None) -> None:
+    """Name this process's node in outcomes and storage errors (None: host and pid)."""
+    global _node_label
+    _node_label = label
+
+
 def node_name() -> str:
-    """``host (pid N)``: where a run ran, for status lines and storage errors."""
-    return f"{socket.gethostname()} (pid {os.getpid()})"
+    """Where a run ran, for status lines and storage errors: ``host (pid N)`` by default."""
+    return _node_label or f"{socket.gethostname()} (pid {os.getpid()})"
 
 
 def _fingerprint(path: Path) -> str | None:
@@ -204,5 +213,6 @@ __all__ = [
     "reuse_decision",
     "reuse_state",
     "run_one",
+    "set_node_label",
     "validation_f1",
 ]

@@ -46,6 +46,7 @@ from sleepsound.campaign.execute import validation_f1 as _validation_f1
 from sleepsound.campaign.manifest import (
     ExecutorSpec,
     Manifest,
+    ManifestError,
     ModelRun,
     load_manifest,
     parse_manifest,
@@ -618,8 +619,12 @@ def make_executor(spec: ExecutorSpec, progress: bool = True) -> Executor:
     here, only when asked for."""
     if spec.kind == "local":
         return LocalExecutor()
-    from sleepsound.campaign.ray_executor import RayExecutor
-
+    try:
+        from sleepsound.campaign.ray_executor import RayExecutor
+    except ImportError as exc:
+        raise CampaignError(
+            f"--executor ray needs Ray ({exc}): pip install 'sleepsound[ray]'"
+        ) from None
     return RayExecutor(spec, progress=progress)
 
 
@@ -701,17 +706,18 @@ def run_campaign(
             "kept) or --fresh-start to delete it and its runs and start over"
         )
     t0 = time.perf_counter()
-    cdir.mkdir(parents=True, exist_ok=True)
-    runs.remove_temporaries(cdir)  # left by a killed earlier run of this campaign
-    _write_manifest(cdir, manifest)
-    engine = make_executor(manifest.executor, progress=progress)
-    camp = _Campaign(manifest, steps, resume, progress, engine)
-    camp.write_status()
-    say(
-        f"[bold]campaign {manifest.name}[/]: {camp.total} runs planned over seeds "
-        f"{manifest.seeds} ({sum(s.conditional for s in steps)} more if a gate fails) -> {cdir}"
-    )
+    engine = make_executor(manifest.executor, progress=progress)  # Ray: connect first
     try:
+        cdir.mkdir(parents=True, exist_ok=True)
+        runs.remove_temporaries(cdir)  # left by a killed earlier run of this campaign
+        _write_manifest(cdir, manifest)
+        camp = _Campaign(manifest, steps, resume, progress, engine)
+        camp.write_status()
+        say(
+            f"[bold]campaign {manifest.name}[/]: {camp.total} runs planned over seeds "
+            f"{manifest.seeds} ({sum(s.conditional for s in steps)} more if a gate fails) -> "
+            f"{cdir}"
+        )
         camp.phase1()
         teachers = camp.gates_and_tuning() if manifest.teacher else {}
         camp.phase2(teachers)
@@ -743,7 +749,18 @@ def with_overrides(
         data["executor"], changed = {**data["executor"], **executor}, True
     if memory_limit is not None:
         data["train"], changed = {**data["train"], "memory_limit": memory_limit}, True
-    return parse_manifest(data, source) if changed else manifest
+    if not changed:
+        return manifest
+    try:
+        return parse_manifest(data, source)
+    except ManifestError as err:
+        given = {**executor, "memory_limit": memory_limit}
+        options = ", ".join(
+            f"--{k.replace('_', '-')} {v}".replace("--kind", "--executor")
+            for k, v in given.items()
+            if v is not None
+        )
+        raise ManifestError(f"{err} (with the command-line options {options})") from None
 
 
 def _write_manifest(cdir: Path, manifest: Manifest) -> None:
