@@ -4,7 +4,8 @@ Production code only announces them: ``reached("train.epoch_saved", epoch=3)``. 
 listens unless someone calls :func:`listen` - the crash tests do, from a small runner script
 (``tests/crashrun.py``), to kill a process at an exact point without any test code here.
 
-Milestones announced today: ``cache.chunk_written`` (split, chunk), ``train.epoch_saved``
+Milestones announced today: ``cache.chunk_written`` (split, chunk), ``cache.split_finished``
+(split: the partial file complete and closed, not yet renamed), ``train.epoch_saved``
 (run_dir, epoch: checkpoints and epochs.csv written), ``train.metrics_written`` (run_dir),
 ``train.status_complete`` (run_dir: before the leaderboard row).
 """
