@@ -153,12 +153,14 @@ def fetch_dreamcatcher(
 def _train_config(**kwargs):
     from sleepsound.config import TrainConfig
 
-    model_kwargs = kwargs.pop("model_kwargs", None)
-    if model_kwargs:
-        try:
-            kwargs["model_kwargs"] = json.loads(model_kwargs)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"--model-kwargs {model_kwargs!r}: not JSON ({exc.msg})") from None
+    for key in ("model_kwargs", "augment"):
+        text = kwargs.pop(key, None)
+        if text:
+            try:
+                kwargs[key] = json.loads(text)
+            except json.JSONDecodeError as exc:
+                option = "--" + key.replace("_", "-")
+                raise ValueError(f"{option} {text!r}: not JSON ({exc.msg})") from None
     return TrainConfig(**_set(**kwargs))
 
 
@@ -176,6 +178,14 @@ _TRAIN_OPTIONS = dict(
     seed=typer.Option(None),
     device=typer.Option(None, help="auto | cpu | cuda | mps"),
     frames=typer.Option(None, help="bucket (crop padding) | full (all 501 frames)"),
+    memory_limit=typer.Option(
+        None, help="Most RAM the data path may hold, e.g. 2GB (>= 32MB). Default: 1/4 of RAM."
+    ),
+    precision=typer.Option(None, help="fp32 | bf16 (autocast, CUDA only)"),
+    augment=typer.Option(
+        None,
+        help='JSON, e.g. \'{"time_masks": 2, "freq_masks": 2, "mixup_alpha": 0.2, "gain_db": 6}\'.',
+    ),
     results_dir=typer.Option(RESULTS_DIR, "--results-dir"),
     resume=typer.Option(False, "--resume", help="Continue from the last checkpoint."),
 )
@@ -197,6 +207,9 @@ def train(
     seed: int | None = _TRAIN_OPTIONS["seed"],
     device: str | None = _TRAIN_OPTIONS["device"],
     frames: str | None = _TRAIN_OPTIONS["frames"],
+    memory_limit: str | None = _TRAIN_OPTIONS["memory_limit"],
+    precision: str | None = _TRAIN_OPTIONS["precision"],
+    augment: str | None = _TRAIN_OPTIONS["augment"],
     results_dir: Path = _TRAIN_OPTIONS["results_dir"],
     resume: bool = _TRAIN_OPTIONS["resume"],
 ) -> None:
@@ -229,6 +242,9 @@ def distill(
     seed: int | None = _TRAIN_OPTIONS["seed"],
     device: str | None = _TRAIN_OPTIONS["device"],
     frames: str | None = _TRAIN_OPTIONS["frames"],
+    memory_limit: str | None = _TRAIN_OPTIONS["memory_limit"],
+    precision: str | None = _TRAIN_OPTIONS["precision"],
+    augment: str | None = _TRAIN_OPTIONS["augment"],
     results_dir: Path = _TRAIN_OPTIONS["results_dir"],
     resume: bool = _TRAIN_OPTIONS["resume"],
 ) -> None:

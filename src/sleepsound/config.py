@@ -19,6 +19,7 @@ RESULTS_DIR = Path("results")
 CACHE_SUBDIR = Path("cache") / "spectrograms"
 DEFAULT_CACHE_DIR = RESULTS_DIR / CACHE_SUBDIR
 DEFAULT_DATA_DIR = Path("data") / "synthetic"
+DEFAULT_BUCKET_FRAMES = 50  # input lengths are multiples of this many frames (0.5 s)
 # The checkout's notebooks/ folder (make installs sleepsound editable from the checkout).
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
@@ -126,7 +127,7 @@ class TrainConfig(Strict):
     # Input length policy: "bucket" crops each clip's padding to a multiple of bucket_frames
     # (the same for a clip wherever it is used); "full" feeds all 501 frames as the reference.
     frames: Literal["bucket", "full"] = "bucket"
-    bucket_frames: int = Field(50, ge=1)
+    bucket_frames: int = Field(DEFAULT_BUCKET_FRAMES, ge=1)
     threads: int | None = Field(None, ge=1)
     # Most RAM the training data path may hold (bytes); None adapts to the machine.
     memory_limit: int | None = Field(None, ge=MIN_MEMORY_LIMIT)
@@ -145,7 +146,12 @@ class TrainConfig(Strict):
     @field_validator("memory_limit", mode="before")
     @classmethod
     def _memory_limit(cls, v):
-        return None if v is None else parse_size(v)
+        if v is None:
+            return None
+        size = parse_size(v)
+        if size < MIN_MEMORY_LIMIT:
+            raise ValueError(f"{v!r} is below the smallest limit the data path honours, 32MB")
+        return size
 
     @field_validator("class_weights")
     @classmethod

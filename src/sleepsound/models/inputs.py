@@ -1,8 +1,9 @@
 """How cached log-mel spectrograms become model input: the one place this is defined.
 
 Scaling has no learned parameters: ``(x + offset) / scale`` with ``offset = -mean`` and
-``scale = std`` of the training split's dB values over real (non-padding) frames, computed once
-per run and stored with it (config and checkpoint), so export and detection apply the same.
+``scale = std`` of the whole training split's dB values over real (non-padding) frames (see
+``SplitData.fit_spec``), computed once per run and stored with it (config, checkpoint, model
+card) as an :class:`InputSpec`, so evaluation, export and detection apply the same.
 Zero-centred inputs matter: in our measurements [0, 1]-scaled or raw dB input left TinyCNN
 predicting one class for several epochs under the 1.0/1.5/5.5 class weights (the reference's
 collapsed CBAM runs fed raw dB), while standardised input trained at once.
@@ -20,19 +21,10 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 
+from sleepsound.config import DEFAULT_BUCKET_FRAMES
 from sleepsound.features.logmel import N_FRAMES
 
 FRAMES_POLICIES = ("bucket", "full")
-DEFAULT_BUCKET = 50  # frames (0.5 s): the one default of the bucket size
-STATS_CLIPS = 4000  # clips sampled (evenly) to estimate the training split's mean and std
-
-
-def fit_scaling(specs: np.ndarray, n_frames: np.ndarray) -> dict:
-    """Mean and std of dB values over real frames. specs [N, C, 64, T] (or [N, 64, T])."""
-    pick = np.linspace(0, len(specs) - 1, min(len(specs), STATS_CLIPS)).astype(int)
-    values = np.concatenate([specs[i][..., : max(1, int(n_frames[i]))].ravel() for i in pick])
-    mean, std = float(values.mean()), float(values.std())
-    return {"kind": "train_standardize", "offset": -mean, "scale": max(std, 1e-3)}
 
 
 def scale_db(x: torch.Tensor | np.ndarray, scaling: dict):
@@ -41,7 +33,10 @@ def scale_db(x: torch.Tensor | np.ndarray, scaling: dict):
 
 
 def input_frames(
-    n_frames: np.ndarray | int, frames: str = "bucket", bucket: int = 50, max_time: int = N_FRAMES
+    n_frames: np.ndarray | int,
+    frames: str = "bucket",
+    bucket: int = DEFAULT_BUCKET_FRAMES,
+    max_time: int = N_FRAMES,
 ) -> np.ndarray:
     """Input length per clip under the length policy."""
     n = np.asarray(n_frames)
@@ -65,7 +60,7 @@ class InputSpec:
     offset: float
     scale: float
     frames: str = "bucket"
-    bucket: int = DEFAULT_BUCKET
+    bucket: int = DEFAULT_BUCKET_FRAMES
     channels: str = "mean"
     n_channels: int = 1
     max_time: int = N_FRAMES

@@ -1,8 +1,8 @@
 """Checkpoints: plain dicts of tensors and JSON-like values, loaded with weights_only=True.
 
 A checkpoint holds everything needed to use the model on new audio: the model config (to
-rebuild it through the registry), the class list, the feature parameters, the input scaling and
-length policy, and the channel count.
+rebuild it through the registry), the class list, the feature parameters, and the whole
+model-input contract as one :class:`~sleepsound.models.inputs.InputSpec` (``input_spec``).
 """
 
 from __future__ import annotations
@@ -15,29 +15,51 @@ from torch import nn
 
 from sleepsound.features.logmel import FEATURE_PARAMS
 from sleepsound.models import create_model_from_config
+from sleepsound.models.inputs import InputSpec
 
 
 class CheckpointError(ValueError):
     pass
 
 
-# What every consumer (evaluate, distill, export, detect) reads from a checkpoint.
-REQUIRED_KEYS = ("state_dict", "model", "classes", "input_scaling", "frames", "bucket_frames")
+# What every consumer (evaluate, distill, export, detect) reads from a checkpoint (plus the
+# input spec: ``input_spec``, or the older loose keys, see input_spec_of).
+REQUIRED_KEYS = ("state_dict", "model", "classes")
+LEGACY_SPEC_KEYS = ("input_scaling", "frames", "bucket_frames")  # checkpoints before InputSpec
 
 
-def checkpoint_payload(
-    model: nn.Module, classes, scaling: dict, frames: str, bucket: int, **extra
-) -> dict:
+def checkpoint_payload(model: nn.Module, classes, spec: InputSpec, **extra) -> dict:
     return {
         "state_dict": model.state_dict(),
         "model": model.config,
         "classes": list(classes),
         "feature_params": dict(FEATURE_PARAMS),
-        "input_scaling": dict(scaling),
-        "frames": frames,
-        "bucket_frames": bucket,
+        "input_spec": spec.to_dict(),
         **extra,
     }
+
+
+def input_spec_of(ckpt: dict, where: Path | str = "checkpoint") -> InputSpec:
+    """The model-input contract of a checkpoint (or model card): its ``input_spec``, or one
+    rebuilt from the loose keys of older checkpoints. ValueError naming ``where`` otherwise."""
+    if "input_spec" in ckpt:
+        return InputSpec.from_dict(ckpt["input_spec"], str(where))
+    missing = [k for k in LEGACY_SPEC_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{where}: lacks its input spec ('input_spec' or {missing})")
+    scaling = ckpt["input_scaling"]
+    if not isinstance(scaling, dict) or not {"offset", "scale"} <= set(scaling):
+        raise CheckpointError(f"{where}: input_scaling must hold offset and scale")
+    return InputSpec.from_dict(
+        {
+            "offset": scaling["offset"],
+            "scale": scaling["scale"],
+            "frames": ckpt["frames"],
+            "bucket": ckpt["bucket_frames"],
+            **{k: ckpt[k] for k in ("channels", "n_channels") if k in ckpt},
+        },
+        str(where),
+    )
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
@@ -66,6 +88,10 @@ def load_model(path: Path | str) -> tuple[nn.Module, dict]:
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+    try:
+        ckpt["input_spec"] = input_spec_of(ckpt, path).to_dict()
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     try:
         model = create_model_from_config(ckpt["model"])
     except (TypeError, ValueError, KeyError, AttributeError) as exc:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sleepsound import runs
 from sleepsound.progress import say
-from sleepsound.training.checkpoint import load_model
+from sleepsound.training.augment import mixed_loss
+from sleepsound.training.checkpoint import input_spec_of, load_model
 from sleepsound.training.data import SplitData
 
 
@@ -32,13 +32,8 @@ def kd_loss(
     tau: float,
     weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    soft = F.kl_div(
-        F.log_softmax(student / tau, dim=-1),
-        F.softmax(teacher / tau, dim=-1),
-        reduction="batchmean",
-    )
-    hard = F.cross_entropy(student, target, weight=weight)
-    return alpha * tau**2 * soft + (1 - alpha) * hard
+    """The distillation loss above (no mixup; see training.augment.mixed_loss)."""
+    return mixed_loss(student, target, weight, None, teacher, alpha, tau)
 
 
 def teacher_checkpoint(teacher_run: Path) -> Path:
@@ -71,14 +66,19 @@ def check_logits(logits: np.ndarray, n_rows: int, classes, where: str) -> np.nda
 
 
 def teacher_logits(
-    teacher_run: Path, split: SplitData, store_dir: Path, predict_fn, batch_size: int = 256
+    teacher_run: Path,
+    split: SplitData,
+    store_dir: Path,
+    predict_fn,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
 ) -> tuple[np.ndarray, Path, bool]:
     """Teacher logits [N, K] for every row of ``split``; returns (logits, file, reused)."""
     ckpt_path = teacher_checkpoint(teacher_run)
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"{ckpt_path}: no teacher checkpoint (is {teacher_run} a run?)")
     digest = runs.file_sha256(ckpt_path)[:16]
-    key = f"{digest}_{split.info.attrs['fingerprint'][:16]}_{split.path.stem}"
+    key = f"{digest}_{split.fingerprint.removeprefix('content:')[:16]}_{split.path.stem}"
     store = Path(store_dir) / f"{key}.npy"
     if store.is_file():
         try:
@@ -95,9 +95,7 @@ def teacher_logits(
             f"the cache has {list(split.classes)}"
         )
     say(f"computing teacher logits once: {teacher_run} over {split.path} ({len(split)} clips)")
-    logits = predict_fn(
-        model, split, batch_size, ckpt["input_scaling"], ckpt["frames"], ckpt["bucket_frames"]
-    )
+    logits = predict_fn(model, split, input_spec_of(ckpt, ckpt_path), batch_size, device)
     check_logits(logits, len(split), split.classes, f"teacher {ckpt_path}")
     store.parent.mkdir(parents=True, exist_ok=True)
     tmp = store.with_name(f".{store.stem}.tmp.npy")

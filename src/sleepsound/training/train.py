@@ -23,14 +23,23 @@ from sleepsound.config import TrainConfig
 from sleepsound.features.cache import CacheError
 from sleepsound.milestones import reached
 from sleepsound.models import create_model
+from sleepsound.models.inputs import InputSpec
 from sleepsound.models.profile import deployment_figures
 from sleepsound.progress import progress_bar, say
 from sleepsound.taxonomy import default_class_weights
-from sleepsound.training.checkpoint import checkpoint_payload, load_checkpoint, save_checkpoint
+from sleepsound.training.augment import augment_batch, mixed_loss
+from sleepsound.training.checkpoint import (
+    checkpoint_payload,
+    input_spec_of,
+    load_checkpoint,
+    save_checkpoint,
+)
 from sleepsound.training.data import SplitData
-from sleepsound.training.distill import kd_loss, teacher_checkpoint, teacher_digest, teacher_logits
+from sleepsound.training.distill import teacher_checkpoint, teacher_digest, teacher_logits
 from sleepsound.training.metrics import classification_metrics
 
+EVAL_BATCH = 256  # batch size of evaluation passes (no gradients: larger is faster)
+AUGMENT_STREAM = 1  # augmentation draws come from their own (seed, epoch, 1) generator
 EPOCH_FIELDS = [
     "epoch",
     "train_loss",
@@ -80,21 +89,28 @@ def class_weights(spec: str, train: SplitData) -> list[float]:
     return values
 
 
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on CUDA when asked (``--precision bf16``); a no-op otherwise."""
+    enabled = precision == "bf16" and device.type == "cuda"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 @torch.inference_mode()
 def predict(
     model,
     split: SplitData,
-    batch_size: int,
-    scaling: dict,
-    frames: str,
-    bucket: int,
+    spec: InputSpec,
+    batch_size: int = EVAL_BATCH,
     device: torch.device | str = "cpu",
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Logits [N, K] for every row of the split, in row order."""
     model.eval()
+    device = torch.device(device)
     out = np.zeros((len(split), model.config["n_classes"]), dtype=np.float32)
-    for batch in split.batches(batch_size, scaling, frames, bucket):
-        out[batch.index] = model(batch.x.to(device)).float().cpu().numpy()
+    with autocast(device, precision):
+        for batch in split.batches(batch_size, spec, device=device):
+            out[batch.index] = model(batch.x).float().cpu().numpy()
     return out
 
 
@@ -102,12 +118,12 @@ def evaluate(
     model,
     split: SplitData,
     cfg: TrainConfig,
-    scaling: dict,
+    spec: InputSpec,
     weight: torch.Tensor,
     device: torch.device,
 ) -> tuple[dict, np.ndarray]:
-    batch = max(cfg.batch_size, 256)
-    logits = predict(model, split, batch, scaling, cfg.frames, cfg.bucket_frames, device)
+    batch = max(cfg.batch_size, EVAL_BATCH)
+    logits = predict(model, split, spec, batch, device, cfg.precision)
     y = torch.from_numpy(split.labels)
     loss = F.cross_entropy(torch.from_numpy(logits), y, weight=weight.cpu()).item()
     metrics, cm = classification_metrics(split.labels, logits.argmax(1), split.classes)
@@ -115,10 +131,15 @@ def evaluate(
     return metrics, cm
 
 
-def load_splits(cfg: TrainConfig) -> tuple[SplitData, SplitData]:
-    cache = Path(cfg.cache_dir)
-    train = SplitData(cache / "train.h5")
-    val = SplitData(cache / "validation.h5")
+def open_split(cfg: TrainConfig, split: str, progress: bool = True, **kwargs) -> SplitData:
+    """A split of the run's cache under the run's memory limit."""
+    path = Path(cfg.cache_dir) / f"{split}.h5"
+    return SplitData(path, memory_limit=cfg.memory_limit, progress=progress, **kwargs)
+
+
+def load_splits(cfg: TrainConfig, progress: bool = True) -> tuple[SplitData, SplitData]:
+    train = open_split(cfg, "train", progress)
+    val = open_split(cfg, "validation", progress)
     for other in (val,):
         if other.classes != train.classes or other.n_channels != train.n_channels:
             raise CacheError(
@@ -140,7 +161,7 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    train, val = load_splits(cfg)
+    train, val = load_splits(cfg, progress)
     classes = train.classes
     weights = class_weights(cfg.class_weights, train)
     weight = torch.tensor(weights, dtype=torch.float32, device=device)
@@ -161,19 +182,24 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
         "n_channels": train.n_channels,
         "channels": train.info.attrs.get("channels", "mean"),
         "class_weight_values": weights,
-        "input_scaling": train.fit_scaling(),
+        "input_spec": train.fit_spec(cfg.frames, cfg.bucket_frames).to_dict(),
         "data_source": train.info.source,
-        "cache_fingerprints": {s.path.stem: s.info.attrs["fingerprint"] for s in (train, val)},
+        "cache_fingerprints": {s.path.stem: s.fingerprint for s in (train, val)},
     }
+    spec = InputSpec.from_dict(resolved["input_spec"])
     teacher = None
     if cfg.is_distillation:
         teacher, store, reused = teacher_logits(
-            cfg.teacher_run, train, Path(cfg.results_dir) / "cache" / "teacher_logits", predict
+            cfg.teacher_run,
+            train,
+            Path(cfg.results_dir) / "cache" / "teacher_logits",
+            predict,
+            device=device,
         )
         resolved["teacher_checkpoint"] = str(teacher_checkpoint(cfg.teacher_run))
         resolved["teacher_logits"] = str(store)
         say(f"teacher logits {'reused from' if reused else 'stored in'} {store}")
-        teacher = torch.from_numpy(teacher)
+        teacher = torch.from_numpy(teacher).to(device)
 
     # -- state: fresh, or resumed from last.pt
     state = {
@@ -229,20 +255,14 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
         runs.write_env(run_dir, str(device))
 
     def payload(**extra):
-        return checkpoint_payload(
-            model,
-            classes,
-            scaling,
-            cfg.frames,
-            cfg.bucket_frames,
-            channels=resolved["channels"],
-            **extra,
-        )
+        return checkpoint_payload(model, classes, spec, **extra)
 
-    scaling = resolved["input_scaling"]
+    mode = train.hold(spec, device)
     say(
         f"training {run_name}: {cfg.model} on {len(train)} clips, classes {list(classes)}, "
-        f"{sum(p.numel() for p in model.parameters()):,} parameters, device {device}"
+        f"{sum(p.numel() for p in model.parameters()):,} parameters, device {device}, "
+        f"data {mode} ({train.prepared_bytes() / 1e6:,.0f} MB as float32; memory limit "
+        f"{train.memory_limit / 1e6:,.0f} MB)"
     )
 
     # -- the loop
@@ -250,28 +270,35 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
         epoch = state["epoch"] + 1
         model.train()
         rng = np.random.default_rng([cfg.seed, epoch])
+        aug_rng = np.random.default_rng([cfg.seed, epoch, AUGMENT_STREAM])
         t0, total_loss, seen = time.perf_counter(), 0.0, 0
         with progress_bar(
             f"{run_name} epoch {epoch}/{cfg.epochs}", len(train), enabled=progress
         ) as advance:
-            for batch in train.batches(cfg.batch_size, scaling, cfg.frames, cfg.bucket_frames, rng):
-                x, y = batch.x.to(device), batch.y.to(device)
-                logits = model(x)
-                if teacher is not None:
-                    t_logits = teacher[batch.index].to(device)
-                    loss = kd_loss(logits, t_logits, y, cfg.alpha, cfg.tau, weight)
-                else:
-                    loss = F.cross_entropy(logits, y, weight=weight)
+            for batch in train.batches(cfg.batch_size, spec, rng, device):
+                x, mix = augment_batch(batch.x, cfg.augment, spec.scale, aug_rng)
+                t_logits = None if teacher is None else teacher[batch.index]
+                with autocast(device, cfg.precision):
+                    logits = model(x)
+                loss = mixed_loss(
+                    logits.float(), batch.y, weight, mix, t_logits, cfg.alpha, cfg.tau
+                )
+                if not torch.isfinite(loss):
+                    runs.set_status(run_dir, "failed", reason=f"non-finite loss in epoch {epoch}")
+                    raise ValueError(
+                        f"{run_dir}: training diverged (loss {loss.item()} in epoch {epoch}); "
+                        "the run is marked failed (try a lower --lr or --grad-clip)"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
-                total_loss += loss.item() * len(y)
-                seen += len(y)
-                advance(len(y))
+                total_loss += loss.item() * len(batch.y)
+                seen += len(batch.y)
+                advance(len(batch.y))
         seconds = time.perf_counter() - t0
-        val_metrics, _ = evaluate(model, val, cfg, scaling, weight, device)
+        val_metrics, _ = evaluate(model, val, cfg, spec, weight, device)
         row = {
             "epoch": epoch,
             "train_loss": total_loss / seen,
@@ -322,12 +349,12 @@ def finish_run(
     best_path = runs.best_checkpoint(run_dir)
     model, _ = load_model(best_path)
     model.to(device)
-    cache = Path(cfg.cache_dir)
-    val = SplitData(cache / "validation.h5")
-    test = SplitData(cache / "test.h5", expect={"classes": val.info.attrs["classes"]})
-    scaling = resolved["input_scaling"]
-    val_metrics, val_cm = evaluate(model, val, cfg, scaling, weight, device)
-    test_metrics, test_cm = evaluate(model, test, cfg, scaling, weight, device)
+    val = open_split(cfg, "validation", progress=False)
+    test = open_split(cfg, "test", expect={"classes": val.info.attrs["classes"]})
+    spec = InputSpec.from_dict(resolved["input_spec"])
+    val_metrics, val_cm = evaluate(model, val, cfg, spec, weight, device)
+    val.release()
+    test_metrics, test_cm = evaluate(model, test, cfg, spec, weight, device)
     classes = resolved["classes"]
     runs.write_evaluation(run_dir, "validation", val_metrics, val_cm, classes)
     runs.write_evaluation(run_dir, "test", test_metrics, test_cm, classes)
@@ -375,18 +402,36 @@ def finish_run(
     return run_dir
 
 
-def evaluate_run(run_dir: Path, split: str = "test", cache_dir: Path | None = None) -> dict:
-    """Re-evaluate a saved run's best checkpoint on a split."""
+def _saved_run(run_dir: Path, split: str, cache_dir: Path | None):
+    """(config, resolved config, model, its input spec, the split) of a finished run."""
     from sleepsound.training.checkpoint import load_model
 
     resolved = runs.read_config(run_dir)
     cfg = TrainConfig(**{k: v for k, v in resolved.items() if k in TrainConfig.model_fields})
-    model, ckpt = load_model(runs.best_checkpoint(run_dir))
-    data = SplitData(Path(cache_dir or cfg.cache_dir) / f"{split}.h5")
+    if cache_dir is not None:
+        cfg = cfg.model_copy(update={"cache_dir": Path(cache_dir)})
+    ckpt_path = runs.best_checkpoint(run_dir)
+    model, ckpt = load_model(ckpt_path)
+    data = open_split(cfg, split, progress=False)
     if tuple(ckpt["classes"]) != data.classes:
         raise CacheError(
             f"{data.path}: classes {list(data.classes)} differ from the run's {ckpt['classes']}"
         )
+    return cfg, resolved, model, input_spec_of(ckpt, ckpt_path), data
+
+
+def evaluate_run(run_dir: Path, split: str = "test", cache_dir: Path | None = None) -> dict:
+    """Re-evaluate a saved run's best checkpoint on a split."""
+    cfg, resolved, model, spec, data = _saved_run(run_dir, split, cache_dir)
     weight = torch.tensor(resolved["class_weight_values"], dtype=torch.float32)
-    metrics, _ = evaluate(model, data, cfg, ckpt["input_scaling"], weight, torch.device("cpu"))
+    metrics, _ = evaluate(model, data, cfg, spec, weight, torch.device("cpu"))
     return metrics
+
+
+def run_logits(
+    run_dir: Path, split: str = "validation", cache_dir: Path | None = None
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """(logits [N, K] float32, labels [N], classes) of a finished run's best checkpoint on a
+    split of its cache (or ``cache_dir``): what operating points are chosen from."""
+    cfg, _, model, spec, data = _saved_run(run_dir, split, cache_dir)
+    return predict(model, data, spec), data.labels, data.classes
