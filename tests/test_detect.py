@@ -232,6 +232,17 @@ def test_detects_planted_events(run_dir, tmp_path):
     assert scores["events"]["onset_tol"] == 2.5
     assert scored_f1(result) >= MIN_EVENT_F1, scores["events"]
     assert scores["frame_accuracy"] >= MIN_FRAME_ACCURACY
+    # sed_scores_eval scores the same events: its collar F1 equals our matcher's on this night
+    lib = scores["library_scores"]
+    assert lib["collar_f1"]["micro"] == pytest.approx(scored_f1(result))
+    assert lib["labels"] == ["breathe", "snore"]
+    assert 0.3 < lib["psds"]["psds1"]["value"] <= 1 and 0.3 < lib["psds"]["psds2"]["value"] <= 1
+    assert lib["segment_error_rate"]["macro"] < 0.5
+    screening = result.summary["screening"]
+    assert screening["snore"]["episodes"] == sum(e.label == "snore" for e in result.events)
+    assert screening["snore"]["index_per_h"] == pytest.approx(
+        screening["snore"]["episodes"] / 0.1, abs=1e-3
+    )
 
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["events.csv", "hourly.csv", "summary.json", "summary.md", "report.html", "timeline.png"]
@@ -515,3 +526,171 @@ def test_events_csv_round_trip_and_errors(tmp_path):
     bad.write_text("label,start,end\nsnore,3,2\n")
     with pytest.raises(ev.EventsFileError, match="start < end"):
         ev.read_events_csv(bad)
+
+
+# ===================================================================== operating points, silence
+
+
+def test_operating_point_thresholds_from_the_run(run_dir, classifier, tmp_path):
+    """``far=40/h`` on the run's validation split: each class's false alarms per hour there stay
+    within 40, the detection uses those thresholds, and the report shows them."""
+    from sleepsound.deploy.operating import for_run
+
+    point = for_run(run_dir, "far=40/h", list(CLASSES))
+    for c in ("breathe", "snore"):
+        assert point["validation"][c]["far_per_h"] <= 40.0
+        assert point["validation"][c]["n_negative"] == 2 * CLIPS_PER_CLASS["validation"]
+    rec = write_recording(tmp_path / "r.wav", [("snore", 10.0, 30.0)], 45.0, seed=3)
+    result = detect(
+        rec, classifier, out_dir=tmp_path / "o", progress=False, operating_point="far=40/h"
+    )
+    assert result.summary["operating_point"]["thresholds"] == point["thresholds"]
+    assert result.summary["decision"] == "operating point far=40/h"
+    page = (tmp_path / "o" / "report.html").read_text()
+    assert "Operating point far=40/h" in page
+    assert (
+        "| class | threshold | precision | recall |" in (tmp_path / "o" / "summary.md").read_text()
+    )
+
+
+def test_digital_silence_is_quiet(classifier, tmp_path):
+    """20 s of digital silence and 20 s at -100 dBFS between two snores: those windows are quiet
+    whatever the model would say, and no event lies there."""
+    audio = render([("snore", 0.0, 10.0)], 10.0, seed=2)
+    rng = np.random.default_rng(0)
+    faint = (1e-5 * rng.standard_normal((20 * SR, 2))).astype(np.float32)
+    rec = tmp_path / "silence.wav"
+    sf.write(
+        rec,
+        np.concatenate([audio, np.zeros((20 * SR, 2), np.float32), faint, audio]),
+        SR,
+        subtype="FLOAT",
+    )
+    result = detect(rec, classifier, out_dir=tmp_path / "o", progress=False)
+    assert result.summary["processing"]["near_silent_windows"] >= 30
+    assert not [e for e in result.events if e.start > 14.0 and e.end < 46.0]
+    hop = result.hop_probs
+    np.testing.assert_allclose(hop[16:44, 0], 1.0, atol=1e-9)  # the model never says 1.0
+
+
+def test_stale_temporaries_of_a_killed_detect_are_removed(classifier, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    stale = [
+        out / ".events.csv.x1y2.tmp",
+        out / ".summary.json.abc.tmp",
+        out / ".report.html.q.tmp",
+    ]
+    for p in stale:
+        p.write_text("partial")
+    keep = out / "notes.txt"
+    keep.write_text("mine")
+    rec = write_recording(tmp_path / "r.wav", [], 8.0, seed=1)
+    detect(rec, classifier, out_dir=out, progress=False)
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert keep.read_text() == "mine"
+
+
+# ============================================================================= a folder of nights
+
+
+def test_folder_of_nights_cohort_resume_and_a_corrupt_night(run_dir, tmp_path):
+    """Three nights, one corrupt: two reports, one clear error line naming the bad file, exit
+    code 2, a cohort table with a row per night; the second run redoes nothing."""
+    from typer.testing import CliRunner
+
+    from sleepsound.cli import app
+
+    nights = tmp_path / "nights"
+    (nights / "b").mkdir(parents=True)
+    write_recording(nights / "a.wav", [("snore", 5.0, 20.0)], 30.0, seed=1)
+    write_truth(nights / "a.events.csv", [("snore", 5.0, 20.0)])
+    write_recording(nights / "b" / "night.wav", [("breathe", 3.0, 15.0)], 25.0, seed=2)
+    (nights / "c.wav").write_bytes(b"RIFF....WAVEjunk" + bytes(300))
+    out = tmp_path / "out"
+    args = ["detect", str(nights), "--model", str(run_dir), "--out", str(out)]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 2, first.output
+    errors = [line for line in first.output.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "c.wav" in errors[0], first.output
+    assert "Traceback" not in first.output
+    assert (out / "a" / "report.html").is_file() and (out / "b__night" / "report.html").is_file()
+    assert not (out / "c").exists()
+    import csv as _csv
+
+    rows = {r["night"]: r for r in _csv.DictReader(open(out / "cohort.csv"))}
+    assert [rows[n]["status"] for n in ("a", "b__night", "c")] == ["done", "done", "error"]
+    assert float(rows["a"]["duration_h"]) == pytest.approx(30 / 3600, abs=1e-4)
+    assert float(rows["a"]["snore_episodes"]) >= 1 and rows["a"]["collar_f1"] != ""
+    assert rows["b__night"]["collar_f1"] == ""  # no truth beside it
+    stamp = (out / "a" / "summary.json").stat().st_mtime_ns
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 2 and second.output.count("already done") == 2, second.output
+    assert (out / "a" / "summary.json").stat().st_mtime_ns == stamp
+
+
+# ============================================================================= the HTML report
+
+
+def chrome():
+    """A headless Debian chromium through selenium, or a skip saying what is missing."""
+    import shutil
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not binary or not driver_path:
+        pytest.skip(
+            "chromium / chromedriver not installed (make test installs them with apt "
+            "where it runs as root)"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1300,1900",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=webdriver.ChromeService(driver_path), options=options)
+
+
+def test_night_report_in_a_real_browser(run_dir, tmp_path):
+    """The report opens in headless chromium without console errors, draws the plotly timeline
+    (offline: plotly.js is inline), lists every event of the night with a playable excerpt, and
+    shows the escaped recording name as text."""
+    from selenium.webdriver.common.by import By
+
+    planted = [("snore", 20.0, 50.0), ("breathe", 70.0, 95.0), ("snore", 120.0, 150.0)]
+    name = "night <i>&amp; x.wav"
+    rec = write_recording(tmp_path / name, planted, 180.0, seed=9)
+    truth = write_truth(tmp_path / "truth.csv", planted)
+    result = detect(rec, run_dir, out_dir=tmp_path / "out", truth=truth, progress=False)
+    page = tmp_path / "out" / "report.html"
+    assert "<i>&amp;" not in page.read_text()
+    driver = chrome()
+    try:
+        driver.get(page.as_uri())
+        driver.implicitly_wait(10)
+        assert driver.find_element(By.CSS_SELECTOR, "#timeline .main-svg")
+        assert driver.find_element(By.CSS_SELECTOR, "#hourly .main-svg")
+        rows = driver.find_elements(By.CSS_SELECTOR, "#events + p + table tr")
+        assert len(rows) == 1 + len(result.events) >= 3
+        labels = [r.find_elements(By.TAG_NAME, "td")[1].text for r in rows[1:]]
+        assert labels == [e.label for e in result.events]
+        audio = driver.find_elements(By.TAG_NAME, "audio")
+        assert len(audio) == len(result.events)
+        duration = driver.execute_script(
+            "const a = document.querySelector('audio'); a.load();"
+            "return new Promise(r => a.addEventListener('loadedmetadata', () => r(a.duration)));"
+        )
+        assert 1.0 < duration <= 4.01
+        assert name in driver.find_element(By.TAG_NAME, "h1").text
+        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe
+        shot = os.environ.get("SLEEPSOUND_REPORT_SCREENSHOT")
+        driver.save_screenshot(shot or str(tmp_path / "night_report.png"))
+    finally:
+        driver.quit()

@@ -30,7 +30,13 @@ from sleepsound.deploy.export import (
 )
 from sleepsound.features.logmel import FEATURE_PARAMS, N_FRAMES, N_MELS
 from sleepsound.models import create_model
-from sleepsound.training.checkpoint import checkpoint_payload, load_model, save_checkpoint
+from sleepsound.runs import file_sha256
+from sleepsound.training.checkpoint import (
+    checkpoint_payload,
+    input_spec_of,
+    load_model,
+    save_checkpoint,
+)
 
 CLASSES = ("quiet", "breathe", "snore")
 N_CLIPS = 300  # synthetic clips over the three splits (45 test clips)
@@ -62,13 +68,12 @@ def runs(cache_dir, tmp_path_factory) -> dict[str, Path]:
     )
     out = {"tinycnn": train_run(cfg, progress=False)}
     _, ckpt = load_model(out["tinycnn"] / "checkpoints" / "best.pt")
+    spec = input_spec_of(ckpt)
     torch.manual_seed(0)
     for name in MODELS[1:]:
         run = results / "runs" / name
         model = create_model(name, len(CLASSES))
-        payload = checkpoint_payload(
-            model, CLASSES, ckpt["input_scaling"], "bucket", 50, channels="mean"
-        )
+        payload = checkpoint_payload(model, CLASSES, spec)
         save_checkpoint(run / "checkpoints" / "best.pt", payload)
         config = {"cache_dir": str(cache_dir), "model": name, "classes": list(CLASSES)}
         (run / "config.json").write_text(json.dumps(config))
@@ -153,9 +158,12 @@ def test_model_card_contents(int8_export, runs):
     _, ckpt = load_model(runs["tinycnn"] / "checkpoints" / "best.pt")
     assert card["classes"] == list(CLASSES)
     assert card["feature_params"] == FEATURE_PARAMS
-    assert card["input_scaling"] == ckpt["input_scaling"]
-    assert (card["frames"], card["bucket_frames"], card["channels"]) == ("bucket", 50, "mean")
-    assert card["in_channels"] == 1 and card["model"]["name"] == "tinycnn"
+    spec = input_spec_of(ckpt)
+    assert card["input_spec"] == spec.to_dict()
+    assert (spec.frames, spec.bucket, spec.channels, spec.n_channels) == ("bucket", 50, "mean", 1)
+    assert card["model"]["name"] == "tinycnn"
+    out = int8_export.out_dir
+    assert card["sha256"] == {n: file_sha256(out / n) for n in (ONNX_NAME, INT8_NAME)}
     assert card["input"]["name"] == INPUT_NAME and card["output"]["name"] == OUTPUT_NAME
     source = card["source_run"]
     assert Path(source["run_dir"]) == runs["tinycnn"].resolve()

@@ -22,6 +22,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
 from rich.markup import escape
 
 from sleepsound.atomic import atomic_write
@@ -126,12 +127,19 @@ def detect_folder(
                 **options,
             )
         except (AudioError, EventsFileError) as err:
-            say(f"[bold red]error:[/] {escape(str(err))}")
+            _error_line(str(err))
             outcomes.append(NightOutcome(name, rec, "error", None, str(err)))
             continue
         outcomes.append(NightOutcome(name, rec, "done", result.summary))
     write_cohort(out_dir, outcomes, clf.classes)
     return outcomes
+
+
+def _error_line(message: str) -> None:
+    """One unwrapped ``error:`` line on stderr, as the CLI writes them."""
+    Console(stderr=True, soft_wrap=True).print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False
+    )
 
 
 def cohort_row(outcome: NightOutcome, classes) -> dict:
