@@ -200,3 +200,133 @@ def test_export_errors_name_the_problem(runs, tmp_path):
             (runs["crnn"] / "checkpoints" / "best.pt").read_bytes()
         )
         export_run(run)
+
+
+# ============================================================================= model + card pair
+
+
+def _load_error(path: Path) -> str:
+    from sleepsound.deploy.runtime import load_classifier
+
+    with pytest.raises(ValueError) as info:
+        load_classifier(path)
+    return str(info.value)
+
+
+def test_model_and_card_are_one_pair(runs, tmp_path):
+    """A model.onnx that is not the one its card was written for (another run's export stopped
+    after writing the model) is refused, naming the file; a card that is a JSON list, lacks
+    keys or lists other classes than the model outputs is refused too; an older card without
+    input_spec or sha256 still loads."""
+    from sleepsound.deploy.runtime import load_classifier
+
+    a = export_run(runs["tinycnn"], tmp_path / "a", progress=False, operating_points=["far=40/h"])
+    b = export_run(runs["crnn"], tmp_path / "b", progress=False)
+    assert load_classifier(a.onnx_path).classes == list(CLASSES)
+    point = a.card["operating_points"]["far=40/h"]
+    assert set(point["thresholds"]) == {"breathe", "snore"}
+    assert all(v["far_per_h"] <= 40 for v in point["validation"].values())
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / CARD_NAME).write_bytes(a.card_path.read_bytes())
+    (mixed / ONNX_NAME).write_bytes(b.onnx_path.read_bytes())
+    message = _load_error(mixed / ONNX_NAME)
+    assert "sha256" in message and "export again" in message and str(mixed) in message
+
+    card = json.loads(a.card_path.read_text())
+    legacy = {k: v for k, v in card.items() if k not in ("sha256", "input_spec")}
+    spec = card["input_spec"]
+    legacy.update(
+        input_scaling={"offset": spec["offset"], "scale": spec["scale"]},
+        frames=spec["frames"],
+        bucket_frames=spec["bucket"],
+        channels=spec["channels"],
+    )
+    (mixed / CARD_NAME).write_text(json.dumps(legacy))
+    (mixed / ONNX_NAME).write_bytes(a.onnx_path.read_bytes())
+    assert load_classifier(mixed / ONNX_NAME).spec.to_dict() == spec
+    (mixed / ONNX_NAME).write_bytes(b"not an onnx model")
+    assert "not a loadable ONNX model" in _load_error(mixed / ONNX_NAME)
+
+    (mixed / ONNX_NAME).write_bytes(a.onnx_path.read_bytes())
+    for bad, words in (
+        ([1, 2], "JSON object"),
+        ({"classes": list(CLASSES)}, "lacks"),
+        ({**card, "classes": ["quiet", "snore"], "sha256": None}, "outputs 3"),
+        ({**card, "classes": ["quiet", "snoring", "x"]}, "unknown classes"),
+        ("{not json", "not a readable JSON"),
+    ):
+        text = bad if isinstance(bad, str) else json.dumps(bad)
+        (mixed / CARD_NAME).write_text(text)
+        message = _load_error(mixed / ONNX_NAME)
+        assert words in message and CARD_NAME in message, (bad, message)
+
+
+EXPORT_CHILD = """
+import sys
+from sleepsound.deploy.export import export_run
+export_run(sys.argv[1], sys.argv[2], progress=False)
+"""
+
+
+def test_killed_export_leaves_a_refused_pair_or_the_old_one(runs, tmp_path):
+    """kill -9 at random moments of an export into a folder holding another run's export: the
+    folder never holds a tmpXXXX/ folder, and the model there either loads with its own card
+    or is refused; the next export cleans up every temporary and loads."""
+    import subprocess
+    import sys
+    import time
+
+    from sleepsound.deploy.runtime import load_classifier
+
+    out = tmp_path / "export"
+    export_run(runs["tinycnn"], out, progress=False)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", EXPORT_CHILD, str(runs["crnn"]), str(out)])
+        time.sleep(float(rng.uniform(1.0, 6.0)))
+        proc.kill()
+        proc.wait()
+        assert not [p for p in out.iterdir() if p.is_dir()]
+        try:
+            clf = load_classifier(out / ONNX_NAME)
+        except ValueError as err:
+            assert "sha256" in str(err)
+        else:
+            assert clf.card["model"]["name"] in ("tinycnn", "crnn")
+    (out / f".{ONNX_NAME}.left.tmp").write_bytes(b"partial")
+    export_run(runs["crnn"], out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted([ONNX_NAME, CARD_NAME])
+    assert load_classifier(out / ONNX_NAME).card["model"]["name"] == "crnn"
+
+
+def test_cli_export_and_detect_bad_inputs_are_one_error_line(runs, tmp_path):
+    from typer.testing import CliRunner
+
+    from sleepsound.cli import app
+
+    model = export_run(runs["tinycnn"], tmp_path / "e", progress=False).onnx_path
+    bad_card = tmp_path / "listcard"
+    bad_card.mkdir()
+    (bad_card / ONNX_NAME).write_bytes(model.read_bytes())
+    (bad_card / CARD_NAME).write_text("[1, 2, 3]")
+    rec = tmp_path / "r.wav"
+    import soundfile as sf
+
+    sf.write(rec, np.zeros((16000 * 3, 2), np.float32) + 0.01, 16000)
+    cases = [
+        (["export", "--run", str(tmp_path / "runs" / "tinycnn_typo")], "tinycnn_typo"),
+        (["export", "--run", str(runs["tinycnn"]), "--operating-point", "far=2"], "far=2"),
+        (["detect", str(rec), "--model", str(bad_card / ONNX_NAME)], CARD_NAME),
+        (["detect", str(rec), "--model", str(model), "--operating-point", "x=1"], "x=1"),
+        (["detect", str(tmp_path / "missing.wav"), "--model", str(model)], "missing.wav"),
+    ]
+    for args, words in cases:
+        result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o")])
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2, (args, result.output)
+        assert not isinstance(result.exception, Exception) or isinstance(
+            result.exception, SystemExit
+        ), (args, result.exception)
+        assert any(line.startswith("error:") and words in line for line in lines), (args, lines)
