@@ -203,7 +203,9 @@ def test_non_finite_cache_values_name_the_file(tmp_path):
     write_split(path, 40, seed=2)
     with h5py.File(path, "r+") as h5:
         h5["spectrograms"][7, 3, 5] = np.nan
-    with pytest.raises(CacheError, match=r"train\.h5.*non-finite.*row 7"):
+    with pytest.raises(
+        CacheError, match=r"train\.h5: .*row 7.*non-finite|train\.h5: .*non-finite.*row 7"
+    ):
         SplitData(path)
     assert not list((tmp_path / "compact").glob("train-*/meta.json"))  # nothing half-built
 
@@ -227,3 +229,19 @@ def test_gpu_holds_the_split_on_the_device(ref_cache, tmp_path):
     assert batch.x.is_cuda and batch.y.is_cuda
     cpu = next(split.batches(64, spec, np.random.default_rng(0)))
     assert torch.allclose(batch.x.cpu(), cpu.x)
+
+
+def test_a_cache_row_that_differs_from_its_checksum_is_refused_before_training(
+    tone_cache, tmp_path
+):
+    """Finite but altered bytes (bit rot, a bad copy): the store build checks every row against
+    the cache's recorded checksums, names the file and row, and builds nothing."""
+    import shutil
+
+    path = tmp_path / "train.h5"
+    shutil.copy(tone_cache / "train.h5", path)
+    with h5py.File(path, "r+") as h5:
+        h5["spectrograms"][5, 10, 3] = -12.5
+    with pytest.raises(CacheError, match=r"train\.h5.*row 5"):
+        SplitData(path)
+    assert not list((tmp_path / "compact").glob("train-*/meta.json"))

@@ -10,8 +10,10 @@ the floor. ::
     <store>/index.npz    offsets [N+1], stored [N], n_frames [N], floor_q [N], labels [N]
     <store>/meta.json    the cache's identity, fingerprint, dtype, whole-split dB statistics
 
-It is built in one pass of block reads over the cache (memory bounded by ``memory_limit``),
-checking every value is finite, and records the whole split's mean/std of dB values over real
+Before it is built, the cache's rows are checked against their recorded checksums
+(:func:`~sleepsound.features.cache.verify_cache`; files of other tools record none); the build
+is one pass of block reads (memory bounded by ``memory_limit``), checking every value is
+finite, and records the whole split's mean/std of dB values over real
 frames, so input scaling never depends on storage order or on a block. Written to a temporary
 folder and renamed when complete; concurrent builders of one store wait on a lock.
 
@@ -34,7 +36,7 @@ import h5py
 import numpy as np
 from filelock import FileLock
 
-from sleepsound.features.cache import CacheError, CacheInfo, validate_cache
+from sleepsound.features.cache import CacheError, CacheInfo, validate_cache, verify_cache
 from sleepsound.progress import progress_bar, say
 
 FORMAT_VERSION = 1
@@ -158,7 +160,12 @@ class _OutOfRange(Exception):
 
 
 def build_store(
-    cache_path: Path, info: CacheInfo, out: Path, memory_limit: int, progress: bool = True
+    cache_path: Path,
+    info: CacheInfo,
+    out: Path,
+    memory_limit: int,
+    progress: bool = True,
+    verified: bool = False,
 ) -> None:
     """One pass over the cache -> a complete store folder at ``out`` (atomic rename)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -171,6 +178,7 @@ def build_store(
                 meta = _write_store(cache_path, info, tmp, memory_limit, np.int16, advance)
             except _OutOfRange:
                 meta = _write_store(cache_path, info, tmp, memory_limit, np.float32, advance)
+        meta["cache_checksums_verified"] = verified
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
         os.replace(tmp, out)
     finally:
@@ -307,7 +315,8 @@ def open_store(
             shutil.rmtree(out, ignore_errors=True)
             for stale in out.parent.glob(f".{out.name}.*.tmp"):
                 shutil.rmtree(stale, ignore_errors=True)  # left by a killed builder
-            build_store(cache_path, info, out, memory_limit, progress)
+            verified = verify_cache(cache_path)  # every row against its checksum, if any
+            build_store(cache_path, info, out, memory_limit, progress, verified)
     frames_bytes = (out / FRAMES_FILE).stat().st_size
     store = _load(out, info, in_memory=frames_bytes <= memory_limit)
     if info.attrs.get("fingerprint") is None:
