@@ -119,7 +119,12 @@ def figures(hop_probs, classes, hop, events, truth_events, hourly) -> tuple[str,
     hours = [f"hour {r['hour']}" for r in hourly]
     bars = go.Figure(
         [
-            go.Bar(x=hours, y=[r.get(f"{c}_minutes", 0.0) for r in hourly], name=c)
+            go.Bar(
+                x=hours,
+                y=[r.get(f"{c}_minutes", 0.0) for r in hourly],
+                name=c,
+                marker={"color": color[c]},
+            )
             for c in classes
             if f"{c}_minutes" in hourly[0]
         ]
