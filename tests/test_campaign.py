@@ -9,6 +9,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +101,10 @@ def _with(**changes) -> dict:
         (_with(teacher={"model": "tinycnn_cbam"}), ["teacher", "matches no phase-1 run"]),
         (_with(phase1=[{"model": "crnn"}, {"model": "crnn"}]), ["duplicate run names"]),
         (_with(name="has space"), ["name"]),
+        (_with(executor={"kind": "slurm"}), ["executor.kind", "'local' or 'ray'"]),
+        (_with(executor={"kind": "ray", "gpus_per_run": 1.5}), ["executor.gpus_per_run"]),
+        (_with(executor={"kind": "ray", "cpus_per_run": 0}), ["executor.cpus_per_run"]),
+        (_with(train={"memory_limit": "12 parsecs"}), ["train", "memory_limit"]),
     ],
 )
 def test_bad_manifests_name_file_and_field(tmp_path, data, expected):
@@ -151,6 +158,37 @@ def test_demo_manifest_validates_and_dry_run_writes_nothing(tmp_path, capsys):
     assert result.dry_run and not (tmp_path / "campaigns").exists()
     printed = capsys.readouterr().out
     assert "phase1" in printed and "phase2" in printed and "if gate fails" in printed
+
+
+def test_memory_limit_reaches_every_run_from_manifest_or_option(tmp_path):
+    from sleepsound.campaign.runner import with_overrides
+
+    path = write_manifest(tmp_path / "m.json", **_with(train={"memory_limit": "64MB"}))
+    manifest = load_manifest(path)
+    configs = [s.config for s in plan(manifest) if s.config is not None]
+    assert len(configs) == 4 and {c.memory_limit for c in configs} == {64 * 10**6}
+    smaller = with_overrides(manifest, path, memory_limit="40MiB")
+    assert {s.config.memory_limit for s in plan(smaller) if s.config} == {40 * 2**20}
+    with pytest.raises(ManifestError, match="--memory-limit 1KB"):
+        with_overrides(manifest, path, memory_limit="1KB")  # below the data path's minimum
+
+
+def test_ray_dry_run_shows_resources_without_importing_ray(tmp_path):
+    """The plan with the resources each run asks for; Ray stays an optional import."""
+    code = (
+        "import sys; from sleepsound.campaign import run_campaign; "
+        f"run_campaign({str(REPO / 'experiments' / 'demo.json')!r}, dry_run=True, "
+        f"results_dir={str(tmp_path)!r}, executor={{'kind': 'ray', 'cpus_per_run': 0.5, "
+        "'gpus_per_run': 0}); print('ray imported:', 'ray' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    printed = " ".join(proc.stdout.split())
+    cpus = os.cpu_count() or 1
+    assert "each run asks for 0.5 CPU(s) and 0 GPU(s)" in printed, printed
+    assert f"({cpus} CPUs, " in printed and f"up to {cpus * 2} run(s) at once" in printed
+    assert "ray imported: False" in printed
+    assert not (tmp_path / "campaigns").exists()
 
 
 # ----------------------------------------------------------------------------- statistics

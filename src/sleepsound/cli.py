@@ -387,7 +387,7 @@ def campaign(
     ),
     retries: int | None = typer.Option(None, "--retries", help="Ray: retries of a failed run."),
     memory_limit: str | None = typer.Option(
-        None, "--memory-limit", help="Most RAM each run's data path may hold, e.g. 8G."
+        None, "--memory-limit", help="Most RAM each run's data path may hold, e.g. 8GB."
     ),
 ) -> None:
     """Run a campaign: phase 1, the teacher gate, phase 2 (distillation), over seeds.
