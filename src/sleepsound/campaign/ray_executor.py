@@ -136,6 +136,7 @@ class RayExecutor(Executor):
         self.spec = spec
         self.progress = progress
         self.started_instance = False
+        self.owns_connection = False
         self._connect()
         self.board = Board.remote()
 
@@ -145,11 +146,12 @@ class RayExecutor(Executor):
         """Join the cluster at ``spec.address`` or start a local instance sized to this
         machine; CampaignError when that fails or when no node can ever hold one run."""
         kwargs = {"log_to_driver": False, "include_dashboard": False}
-        if ray.is_initialized():
+        self.owns_connection = not ray.is_initialized()  # else: the caller's session, kept
+        if not self.owns_connection:
             pass
         elif self.spec.address is None:
             try:
-                ray.init(**kwargs)
+                ray.init(address="local", **kwargs)  # a new instance, never a running one
             except Exception as exc:  # noqa: BLE001 - Ray raises several types here
                 raise CampaignError(
                     f"--executor ray: cannot start a local Ray instance ({exc})"
@@ -192,7 +194,7 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         """Disconnect; a local instance this executor started stops with all its workers."""
-        if ray.is_initialized():
+        if self.owns_connection and ray.is_initialized():
             ray.shutdown()
 
     # -- a batch
@@ -318,9 +320,12 @@ class _LiveView:
         self.t0 = time.time()
 
     def render(self) -> Table:
-        names = {f.job.run_name for f in self.flight.values()}
-        running = {n: i for n, i in self.running.items() if n in names}
-        states = [r.state for r in self.camp.records.values()]
+        """Called from Rich's refresh thread: works on copies of what the driver changes."""
+        flight = list(self.flight.values())
+        configs = {f.job.run_name: f.job.config for f in flight}
+        names = set(configs)
+        running = {n: i for n, i in dict(self.running).items() if n in names}
+        states = [r.state for r in list(self.camp.records.values())]
         done, failed = states.count("complete"), states.count("failed")
         title = (
             f"campaign {self.camp.manifest.name} on Ray, {time.time() - self.t0:.0f} s: "
@@ -331,13 +336,13 @@ class _LiveView:
         for col in ("run", "state", "node", "epoch", "s"):
             table.add_column(col, justify="right" if col in ("epoch", "s") else "left")
         for name, info in sorted(running.items()):
-            cfg = next(f.job.config for f in self.flight.values() if f.job.run_name == name)
+            cfg = configs[name]
             state = "running" if info["attempt"] == 1 else f"running (attempt {info['attempt']})"
             table.add_row(
                 name, state, info["node"], f"{info['epoch']}/{cfg.epochs}",
                 f"{time.time() - info['since']:.0f}",
             )  # fmt: skip
-        for name, state, node in self.finished[-LIVE_RECENT_ROWS:]:
+        for name, state, node in list(self.finished)[-LIVE_RECENT_ROWS:]:
             style = "green" if state == "complete" else "red"
             table.add_row(name, f"[{style}]{state}[/]", node, "", "")
         return table
