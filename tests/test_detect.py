@@ -694,3 +694,37 @@ def test_night_report_in_a_real_browser(run_dir, tmp_path):
         driver.save_screenshot(shot or str(tmp_path / "night_report.png"))
     finally:
         driver.quit()
+
+
+DETECT_CHILD = """
+import sys
+from sleepsound.deploy.detect import detect
+detect(sys.argv[1], sys.argv[2], out_dir=sys.argv[3], truth=sys.argv[4], progress=False)
+"""
+
+
+def test_killed_detect_leaves_nothing_taken_for_complete(run_dir, tmp_path):
+    """kill -9 at random moments of a detection, then the same command: while summary.json is
+    absent the night counts as unfinished, when present every output is there; the rerun
+    leaves no temporaries and gives the events of an uninterrupted run, byte for byte."""
+    import time
+
+    planted = plan_events(150.0, seed=4)
+    rec = write_recording(tmp_path / "night.wav", planted, 150.0, seed=6)
+    truth = write_truth(tmp_path / "truth.csv", planted)
+    clean = tmp_path / "clean"
+    detect(rec, run_dir, out_dir=clean, truth=truth, progress=False)
+    out = tmp_path / "out"
+    rng = np.random.default_rng(1)
+    args = [sys.executable, "-c", DETECT_CHILD, str(rec), str(run_dir), str(out), str(truth)]
+    for _ in range(3):
+        proc = subprocess.Popen(args, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        time.sleep(float(rng.uniform(2.0, 9.0)))
+        proc.kill()
+        proc.wait()
+        if (out / "summary.json").exists():
+            assert all((out / name).is_file() for name in ("events.csv", "report.html"))
+    detect(rec, run_dir, out_dir=out, truth=truth, progress=False)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert (out / "events.csv").read_bytes() == (clean / "events.csv").read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in clean.iterdir())
