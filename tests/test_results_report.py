@@ -25,7 +25,12 @@ import soundfile as sf
 from sleepsound.config import PreprocessConfig, TrainConfig
 from sleepsound.data.provenance import source_title
 from sleepsound.features.cache import preprocess
+from sleepsound.reports import audit as A
+from sleepsound.reports import load as L
+from sleepsound.reports import markdown as M
 from sleepsound.reports import results as R
+from sleepsound.reports import tables as T
+from sleepsound.reports import takeaways as K
 from sleepsound.reports.notebook import NotebookError
 from sleepsound.training.train import train_run
 
@@ -126,7 +131,7 @@ def test_report_title_block_names_the_data_source(finished):
     assert finished.report == finished.results / "report.md"
     head = finished.text.splitlines()[:4]
     assert head[0] == "# Results analysis"
-    assert f"**Data source: {finished.source}**" in head
+    assert f"**Data source: {M.escape_md(finished.source)}**" in head
     assert finished.source.startswith("user audio folder")  # no provenance file: a folder
     assert "`demo`" in finished.text  # the campaign that was audited
     assert "Audit: 7 runs planned: 5 complete, 1 failed, 1 skipped, 0 pending" in finished.text
@@ -147,8 +152,8 @@ def test_phase1_table_matches_metrics_json(finished):
     assert _row(lines, "tinycnn_s42")[header.index("params")] == "23,491"
     assert _row(lines, "tinycnn_s42")[header.index("phase")] == "phase1"  # from status.csv
     # the frame behind it holds the exact values
-    df = R.load_runs(finished.results, finished.campaign)
-    table = R.phase1_table(df).set_index("run_name")
+    df = L.load_runs(finished.results, finished.campaign)
+    table = T.phase1_table(df).set_index("run_name")
     for name in ("crnn_s42", "tinycnn_s42", "tinycnn_s7"):
         assert table.loc[name, "test_macro_f1"] == finished.metrics[name]["test"]["macro_f1"]
         assert table.loc[name, "val_macro_f1"] == finished.metrics[name]["validation"]["macro_f1"]
@@ -161,8 +166,8 @@ def test_kd_table_deltas_and_gap_closed(finished):
     assert len(kd_names) == 2 and len(lines) == 1 + 2
     teacher = finished.metrics["crnn_s42"]["test"]["macro_f1"]
     base = finished.metrics["tinycnn_s42"]["test"]["macro_f1"]  # the same seed's baseline
-    df = R.load_runs(finished.results, finished.campaign)
-    kd = R.kd_table(df).set_index("run_name")
+    df = L.load_runs(finished.results, finished.campaign)
+    kd = T.kd_table(df).set_index("run_name")
     for name in kd_names:
         f1 = finished.metrics[name]["test"]["macro_f1"]
         row = _row(lines, name)
@@ -181,11 +186,12 @@ def test_kd_table_deltas_and_gap_closed(finished):
 
 def test_seed_table_uses_both_seeds(finished):
     lines = _table(finished.text, "## Seeds")
-    row = _row(lines, "tinycnn")
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    row = dict(zip(header, _row(lines, "tinycnn"), strict=True))
     values = [finished.metrics[n]["test"]["macro_f1"] for n in ("tinycnn_s42", "tinycnn_s7")]
-    assert row[2] == "2" and row[3] == "7,42"
-    assert row[4] == _pct(np.mean(values))
-    assert row[5] == f"{100 * np.std(values, ddof=1):.2f}"
+    assert row["seeds (n)"] == "2" and row["seeds"] == "7,42"
+    assert row["test F1 mean %"] == _pct(np.mean(values))
+    assert row["test F1 std (points)"] == f"{100 * np.std(values, ddof=1):.2f}"
     assert len(lines) == 1 + 1  # only the configuration with more than one seed
 
 
@@ -202,7 +208,7 @@ def test_figures_are_pngs_linked_from_the_report(finished):
 
 def test_takeaways_are_generated_from_the_numbers(finished):
     takeaways = finished.text.split("## Takeaways", 1)[1].split("\n## ", 1)[0]
-    table = R.seed_table(R.load_runs(finished.results, finished.campaign))
+    table = T.seed_table(L.load_runs(finished.results, finished.campaign))
     best = table.iloc[0]
     assert table["test_macro_f1_mean"].max() == best["test_macro_f1_mean"]
     assert f"**Best model overall:** `{best['configuration']}`" in takeaways
@@ -220,14 +226,14 @@ def test_takeaways_are_generated_from_the_numbers(finished):
 
 
 def test_campaign_audit_counts(finished):
-    df = R.load_runs(finished.results, finished.campaign)
-    audit = R.completeness(df, finished.campaign)
-    counts = R.completeness_counts(audit)
+    df = L.load_runs(finished.results, finished.campaign)
+    audit = A.completeness(df, finished.campaign)
+    counts = A.completeness_counts(audit)
     assert counts["planned"] == 7  # the gate step is not a run
     assert (counts["complete"], counts["failed"], counts["skipped"]) == (5, 1, 1)
     assert counts["missing_artifacts"] == 0
     assert set(audit.loc[audit["state"] == "complete", "artifacts"]) == {"ok"}
-    assert R.check_artifacts(df) == []
+    assert A.check_artifacts(df) == []
 
 
 def test_notebook_is_fast_and_saved_clean(finished):
@@ -269,9 +275,9 @@ def _copy_results(finished, dest: Path, keep: set[str]) -> Path:
 
 def test_one_seed_no_kd_no_campaign_degrades_to_notes(finished, tmp_path):
     results = _copy_results(finished, tmp_path, {"crnn_s42", "tinycnn_s42"})
-    df = R.load_runs(results, R.locate_campaign(results))
-    assert len(df) == 2 and R.kd_table(df).empty
-    text = R.takeaways(df)
+    df = L.load_runs(results, L.locate_campaign(results))
+    assert len(df) == 2 and T.kd_table(df).empty
+    text = K.takeaways(df)
     assert "No distillation runs yet" in text
     assert "Only one seed per configuration" in text and "cannot be distinguished" in text
     # the notebook runs through (notes instead of sections) and the report says so
@@ -286,7 +292,7 @@ def test_one_seed_no_kd_no_campaign_degrades_to_notes(finished, tmp_path):
 def test_broken_artifact_fires_the_live_assert(finished, tmp_path):
     results = _copy_results(finished, tmp_path, set(finished.runs))
     (results / "runs" / "tinycnn_s7" / "metrics.json").unlink()
-    problems = R.check_artifacts(R.load_runs(results))
+    problems = A.check_artifacts(L.load_runs(results))
     assert problems == [f"tinycnn_s7: missing metrics.json in {results / 'runs' / 'tinycnn_s7'}"]
     (results / "report.md").write_text("previous report\n")
     with pytest.raises(NotebookError) as err:
@@ -302,29 +308,29 @@ def test_broken_artifact_fires_the_live_assert(finished, tmp_path):
 def test_mixed_sources_are_announced_loudly():
     import pandas as pd
 
-    assert R.source_line(pd.DataFrame({"source": ["A", "A"]})) == "A"
-    line = R.source_line(pd.DataFrame({"source": ["A", "B"]}))
+    assert L.source_line(pd.DataFrame({"source": ["A", "A"]})) == "A"
+    line = L.source_line(pd.DataFrame({"source": ["A", "B"]}))
     assert line.startswith("MIXED DATA SOURCES (2)") and "A | B" in line
 
 
 def test_pareto_front_and_gap_closed():
-    mask = R.pareto_mask([1, 2, 3, 2, 1], [0.5, 0.7, 0.6, 0.7, 0.4])
+    mask = T.pareto_mask([1, 2, 3, 2, 1], [0.5, 0.7, 0.6, 0.7, 0.4])
     assert mask.tolist() == [True, True, False, True, False]
-    assert R.gap_closed(0.8, 0.7, 0.9) == pytest.approx(0.5)
-    assert math.isnan(R.gap_closed(0.8, 0.7, 0.65))  # teacher below the student: no gap
+    assert T.gap_closed(0.8, 0.7, 0.9) == pytest.approx(0.5)
+    assert math.isnan(T.gap_closed(0.8, 0.7, 0.65))  # teacher below the student: no gap
 
 
 def test_locate_campaign(tmp_path, monkeypatch):
-    monkeypatch.delenv(R.ENV_CAMPAIGN, raising=False)
-    assert R.locate_campaign(tmp_path) is None
+    monkeypatch.delenv(L.ENV_CAMPAIGN, raising=False)
+    assert L.locate_campaign(tmp_path) is None
     old, new = tmp_path / "campaigns" / "old", tmp_path / "campaigns" / "new"
     old.mkdir(parents=True)
     new.mkdir()
     os.utime(old, (1, 1))
-    assert R.locate_campaign(tmp_path) == new  # the most recently modified
-    assert R.locate_campaign(tmp_path, "old") == old
-    assert R.locate_campaign(tmp_path, "none") is None
-    monkeypatch.setenv(R.ENV_CAMPAIGN, "old")
-    assert R.locate_campaign(tmp_path) == old
+    assert L.locate_campaign(tmp_path) == new  # the most recently modified
+    assert L.locate_campaign(tmp_path, "old") == old
+    assert L.locate_campaign(tmp_path, "none") is None
+    monkeypatch.setenv(L.ENV_CAMPAIGN, "old")
+    assert L.locate_campaign(tmp_path) == old
     with pytest.raises(FileNotFoundError, match="known: \\['new', 'old'\\]"):
-        R.locate_campaign(tmp_path, "missing")
+        L.locate_campaign(tmp_path, "missing")
