@@ -4,6 +4,7 @@ and the reason, exit code 2, never a traceback (issue 13). Add a case by adding 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 from badinput import Bad, assert_refused, fill, garbage, run_cli, tiny_cache
+from conftest import write_dataset
 
 from sleepsound import runs
 from sleepsound.config import TrainConfig
+from sleepsound.data.provenance import SOURCE_FILE
 from sleepsound.features.cache import validate_cache
 from sleepsound.models import create_model
 from sleepsound.training.train import train_run
@@ -126,6 +129,25 @@ def _manifest(**fields):
     return setup
 
 
+def _small_data(p: dict, source: str | None = None) -> Path:
+    """A one-clip-per-class dataset under {tmp}/d (optionally with a source file)."""
+    data = write_dataset(Path(p["tmp"]) / "d", per_class=1, splits=("train",))
+    if source is not None:
+        (data / SOURCE_FILE).write_text(source)
+    return data
+
+
+def _non_utf8_label(p: dict) -> None:
+    data = _small_data(p)
+    os.mkdir(os.fsencode(data / "train") + b"/sn\xffore")
+
+
+def _garbage_cache(p: dict) -> None:
+    folder = Path(p["tmp"]) / "badcache"
+    folder.mkdir()
+    (folder / "train.h5").write_bytes(garbage())
+
+
 # ----------------------------------------------------------------------------- the table
 
 TRAIN = ["train", "--model", "tinycnn", "--cache-dir", "{cache}", "--results-dir", "{results}",
@@ -134,6 +156,7 @@ DISTILL = ["distill", "--teacher-run", "{results}/runs/copy", "--student", "tiny
            "--alpha", "0.5", "--tau", "2", "--cache-dir", "{cache}", "--results-dir",
            "{results}", "--epochs", "1", "--batch-size", "16"]  # fmt: skip
 EVALUATE = ["evaluate", "--run", "{results}/runs/copy"]
+PREPROCESS = ["preprocess", "--data", "{data}", "--workers", "1", "--cache-dir"]
 NO_CUDA = "this machine has CUDA" if torch.cuda.is_available() else ""
 
 ROWS = [
@@ -292,6 +315,86 @@ ROWS = [
         ["detect", "{tmp}/night.wav", "--model", "{run}", "--out", "{tmp}/det"],
         ["night.wav"],
     ),  # fmt: skip
+    # preprocess: folders, split names, source files, odd names
+    Bad(
+        "preprocess-cache-dir-file",
+        [*PREPROCESS, "{file}"],
+        ["--cache-dir", "not a folder"],
+        _file,
+    ),  # fmt: skip
+    Bad(
+        "preprocess-cache-dir-under-file",
+        [*PREPROCESS, "{file}/sub"],
+        ["--cache-dir", "not a folder"],
+        _file,
+    ),  # fmt: skip
+    Bad(
+        "preprocess-data-file",
+        ["preprocess", "--data", "{file}", "--cache-dir", "{tmp}/c"],
+        ["--data", "not a folder"],
+        _file,
+    ),  # fmt: skip
+    Bad(
+        "preprocess-split-unknown",
+        [*PREPROCESS, "{tmp}/c", "--splits", "dev"],
+        ["--splits", "'dev'"],
+    ),
+    Bad(
+        "preprocess-split-escapes",
+        [*PREPROCESS, "{tmp}/c", "--splits", "../../x"],
+        ["--splits", "not a split"],
+    ),  # fmt: skip
+    Bad(
+        "preprocess-split-twice",
+        [*PREPROCESS, "{tmp}/c", "--splits", "train,train"],
+        ["--splits", "twice"],
+    ),  # fmt: skip
+    Bad("preprocess-split-empty", [*PREPROCESS, "{tmp}/c", "--splits", "train,"], ["--splits"]),
+    Bad(
+        "preprocess-source-kind",
+        ["preprocess", "--data", "{tmp}/d", "--cache-dir", "{tmp}/c", "--workers", "1"],
+        [SOURCE_FILE, "unknown data-source kind"],
+        lambda p: _small_data(p, '{"kind": "dreamcatcher-certified"}'),
+    ),  # fmt: skip
+    Bad(
+        "preprocess-source-garbage",
+        ["preprocess", "--data", "{tmp}/d", "--cache-dir", "{tmp}/c", "--workers", "1"],
+        [SOURCE_FILE, "unreadable"],
+        lambda p: _small_data(p, "{kind: synthetic"),
+    ),  # fmt: skip
+    Bad(
+        "preprocess-label-not-utf8",
+        ["preprocess", "--data", "{tmp}/d", "--cache-dir", "{tmp}/c", "--workers", "1"],
+        ["sn\\xffore", "not a DreamCatcher label"],
+        _non_utf8_label,
+    ),  # fmt: skip
+    # synth options
+    Bad("synth-clips-zero", ["synth", "--out", "{tmp}/s", "--clips", "0"], ["--clips"]),
+    Bad("synth-clips-negative", ["synth", "--out", "{tmp}/s", "--clips", "-5"], ["--clips"]),
+    Bad("synth-seed-negative", ["synth", "--out", "{tmp}/s", "--seed", "-1"], ["--seed"]),
+    Bad("synth-night-nan", ["synth", "--out", "{tmp}/s", "--night", "nan"], ["--night", "hours"]),
+    Bad("synth-night-inf", ["synth", "--out", "{tmp}/s", "--night", "inf"], ["--night", "hours"]),
+    Bad("synth-night-zero", ["synth", "--out", "{tmp}/s", "--night", "0"], ["--night"]),
+    Bad("synth-night-huge", ["synth", "--out", "{tmp}/s", "--night", "1e9"], ["--night"]),
+    # report data: folders and a corrupt cache, refused before the notebook starts
+    Bad(
+        "report-data-figures-file",
+        ["report", "data", "--cache-dir", "{cache}", "--figures-dir", "{file}"],
+        ["--figures-dir", "not a folder"],
+        _file,
+    ),  # fmt: skip
+    Bad(
+        "report-data-cache-file",
+        ["report", "data", "--cache-dir", "{file}", "--figures-dir", "{tmp}/fig"],
+        ["--cache-dir", "not a folder"],
+        _file,
+    ),  # fmt: skip
+    Bad(
+        "report-data-cache-garbage",
+        ["report", "data", "--cache-dir", "{tmp}/badcache", "--figures-dir", "{tmp}/fig"],
+        ["train.h5", "not a readable HDF5"],
+        _garbage_cache,
+    ),  # fmt: skip
     # manifest names that would leave results/runs
     Bad(
         "campaign-grid-path",
@@ -312,6 +415,7 @@ def _paths(world: dict, tmp_path: Path) -> dict:
     return {
         "tmp": tmp_path,
         "cache": world["cache"],
+        "data": Path(world["cache"]).parent / "data",
         "run": world["run"],
         "results": tmp_path / "results",
         "file": tmp_path / "afile",

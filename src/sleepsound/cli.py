@@ -79,6 +79,7 @@ def synth(
 
     try:
         _out_folder(out_dir, "--out")
+        _check_synth_options(clips, seed, night)
         if night is not None:
             info = gen.generate_night(out_dir, hours=night, seed=seed)
             out.print(f"night of {night} h -> {out_dir} ({info.get('n_events', '?')} events)")
@@ -87,6 +88,19 @@ def synth(
     except (ValueError, OSError) as err:
         _fail(err)
     out.print(f"{info['n_clips']} clips -> {out_dir}")
+
+
+MAX_NIGHT_HOURS = 18.0  # a WAV holds 4 GiB: 18.6 h of 2-channel 16-bit audio at 16 kHz
+
+
+def _check_synth_options(clips: int | None, seed: int, night: float | None) -> None:
+    """ValueError naming the option for a value ``synth`` cannot use."""
+    if clips is not None and clips < 1:
+        raise ValueError(f"--clips {clips}: must be at least 1")
+    if seed < 0:
+        raise ValueError(f"--seed {seed}: must be a non-negative integer")
+    if night is not None and not 0 < night <= MAX_NIGHT_HOURS:  # NaN fails this too
+        raise ValueError(f"--night {night}: must be a number of hours in (0, {MAX_NIGHT_HOURS:g}]")
 
 
 @app.command()
@@ -105,12 +119,15 @@ def preprocess(
     from sleepsound.features.cache import preprocess as run
 
     try:
+        _out_folder(cache_dir, "--cache-dir")
+        if data.exists() and not data.is_dir():
+            raise ValueError(f"--data {data}: not a folder")
         cfg = PreprocessConfig(
             data_dir=data,
             cache_dir=cache_dir,
             skip_existing=skip_existing,
             **_set(
-                splits=tuple(splits.split(",")) if splits else None,
+                splits=_split_names(splits) if splits is not None else None,
                 classes=classes,
                 channels=channels,
                 workers=workers,
@@ -124,6 +141,19 @@ def preprocess(
     seconds = sum(r.seconds for r in results if not r.reused)
     if total:
         out.print(f"preprocessed {total} files in {seconds:.1f} s: {total / seconds:.0f} clips/s")
+
+
+def _split_names(text: str) -> tuple[str, ...]:
+    """``--splits`` as a tuple: each one of train, validation, test, none twice."""
+    from sleepsound.data.audio import SPLITS
+
+    names = tuple(text.split(","))
+    for name in names:
+        if name not in SPLITS:
+            raise ValueError(f"--splits: {name!r} is not a split (expected {', '.join(SPLITS)})")
+    if len(set(names)) < len(names):
+        raise ValueError(f"--splits {text}: a split is named twice")
+    return names
 
 
 @fetch_app.command("dreamcatcher")
@@ -330,16 +360,24 @@ def report_data(
     figures_dir: Path = typer.Option(RESULTS_DIR / "figures", "--figures-dir"),
 ) -> None:
     """Execute notebooks/data_story.ipynb against the cache; figures -> results/figures/."""
+    from sleepsound.data.audio import SPLITS
+    from sleepsound.features.cache import validate_cache
     from sleepsound.reports.notebook import NotebookError, run_notebook
 
     try:
+        _out_folder(figures_dir, "--figures-dir")
+        if not cache_dir.is_dir():
+            raise ValueError(f"--cache-dir {cache_dir}: not a folder (run sleepsound preprocess)")
+        for split in SPLITS:  # the notebook needs train and uses the others when present
+            if split == "train" or (cache_dir / f"{split}.h5").exists():
+                validate_cache(cache_dir / f"{split}.h5")
         result = run_notebook(
             NOTEBOOKS_DIR / "data_story.ipynb",
             figures_dir,
             executed_path=RESULTS_DIR / "reports" / "data_story.ipynb",
             env={"SLEEPSOUND_CACHE_DIR": str(cache_dir.resolve())},
         )
-    except NotebookError as err:
+    except (NotebookError, ValueError, OSError) as err:
         _fail(err)
     out.print(
         f"data story: {len(result.figures)} figures in {figures_dir} "

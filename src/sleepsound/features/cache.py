@@ -52,7 +52,7 @@ from rich.markup import escape
 
 from sleepsound import __version__
 from sleepsound.atomic import atomic_write, default_file_mode
-from sleepsound.data.audio import AudioError, Clip, n_channels_out, read_audio
+from sleepsound.data.audio import SPLITS, AudioError, Clip, n_channels_out, read_audio
 from sleepsound.data.discover import find_clips, shown
 from sleepsound.data.provenance import describe_source
 from sleepsound.features.logmel import (
@@ -537,6 +537,8 @@ def build_split(
     folder's lock. Raises CacheError/AudioError/DatasetLayoutError (ValueErrors naming the file)."""
     if invalid_audio not in INVALID_POLICIES:
         raise ValueError(f"invalid_audio must be one of {INVALID_POLICIES}, got {invalid_audio!r}")
+    if split not in SPLITS:  # a split name is also a file name in the cache folder
+        raise ValueError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
     data_dir, cache_dir = Path(data_dir), Path(cache_dir)
     if not Path(data_dir, split).is_dir():  # before creating the cache folder
         find_clips(data_dir, split, classes)
