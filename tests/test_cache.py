@@ -479,3 +479,20 @@ def test_source_file_claims_are_checked(tmp_path, content, why):
     (data / "sleepsound_source.json").write_text(content)
     with pytest.raises(ValueError, match=f"sleepsound_source.json.*{why}"):
         preprocess(cfg(data, tmp_path / "c", splits=("test",)))
+
+
+def test_reading_the_umask_never_changes_it(monkeypatch, tmp_path):
+    """Setting and restoring the umask to read it leaves a moment in which another thread's new
+    file gets mode 0600; on Linux it is read from /proc instead."""
+    from sleepsound import atomic
+
+    if not os.path.exists(atomic.PROC_STATUS):
+        pytest.skip("no /proc here: the set-and-restore fallback is used")
+    real = os.umask(0o022)
+    os.umask(real)
+    calls = []
+    monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or real)
+    assert atomic.current_umask() == real
+    atomic.atomic_write(tmp_path / "x.txt", "x")
+    assert calls == [], f"os.umask was called with {calls}"
+    assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o666 & ~real

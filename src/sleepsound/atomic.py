@@ -12,10 +12,20 @@ import threading
 from pathlib import Path
 
 _UMASK_LOCK = threading.Lock()
+PROC_STATUS = "/proc/self/status"
 
 
 def current_umask() -> int:
-    """The process umask (read by setting and restoring it, under a lock)."""
+    """The process umask. Read from ``/proc/self/status`` where the kernel reports it (Linux):
+    setting and restoring it, the only portable way, leaves a moment in which a file another
+    thread creates gets the wrong mode; that is the fallback elsewhere (under a lock)."""
+    try:
+        with open(PROC_STATUS, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     with _UMASK_LOCK:
         mask = os.umask(0o077)
         os.umask(mask)
