@@ -299,3 +299,14 @@ def test_one_rule_for_bad_audio(tmp_path):
     with pytest.raises(AudioError, match="no audio"):
         read_audio(none)
     assert unreadable_reason(good) is None
+
+
+def test_an_event_no_louder_than_the_floor_is_unattributed():
+    flat = np.full((3000, 2), 1e-6)
+    louder = flat.copy()
+    louder[100:400, 1] = 1e-4  # 20 dB up on the outer microphone only
+    quiet, loud = (
+        screening.screen_events([E("snore", 10, 40), E("snore", 10, 40)][:1], flat)[0],
+        screening.screen_events([E("snore", 10, 40)], louder)[0],
+    )
+    assert quiet.source == "unknown" and loud.source == "partner"

@@ -11,8 +11,10 @@ they are not a polysomnography result and say nothing clinical on their own.
   Each event's energy *above the night's noise floor* (the ``FLOOR_PERCENTILE``-th percentile
   of the level track, per channel) is compared between the two microphones: in-ear minus outer
   ``>= ATTRIBUTION_DB`` dB is the wearer, below is someone else (``partner``). Events labelled
-  ``non_wearer`` by the model are the partner's by definition. One-channel recordings give
-  ``unknown``. Partner events are counted apart and never enter the snore figures.
+  ``non_wearer`` by the model are the partner's by definition. One-channel recordings, and
+  events less than ``MIN_RISE_DB`` above the floor on both microphones, give ``unknown``
+  (counted with the wearer's, as the model labelled them). Partner events are counted apart
+  and never enter the snore figures.
 * **Snore figures** (wearer's snoring only): episodes (events), **snore index** = episodes per
   hour of recording, snoring as % of the night, the longest bout; minutes of every class; an
   hourly table.
@@ -31,6 +33,7 @@ from sleepsound.deploy.events import BACKGROUND, Event, label_seconds
 LEVEL_BIN_S = 0.1  # level track resolution
 FLOOR_PERCENTILE = 20.0  # the night's noise floor per microphone
 ATTRIBUTION_DB = 0.0  # in-ear minus outer excess energy: wearer at or above, partner below
+MIN_RISE_DB = 1.0  # an event this much above the floor on some microphone can be attributed
 MIN_EXCESS = 1e-14  # mean-square floor of an event's excess energy (about -140 dBFS)
 SILENT_DB = -200.0
 SNORE = "snore"
@@ -116,13 +119,18 @@ def screen_event(event: Event, mean_square: np.ndarray, floor: np.ndarray, bin_s
         )
     excess = np.maximum(ms - floor, MIN_EXCESS)
     ratio = 10.0 * math.log10(excess[0] / excess[1])
-    wearer = ratio >= ATTRIBUTION_DB and event.label != PARTNER_LABEL
+    if event.label == PARTNER_LABEL:
+        source = "partner"
+    elif not (ms > floor * 10 ** (MIN_RISE_DB / 10)).any():
+        source = "unknown"  # no louder than the night's floor on either microphone
+    else:
+        source = "wearer" if ratio >= ATTRIBUTION_DB else "partner"
     return ScreenedEvent(
         event.label,
         event.start,
         event.end,
         event.confidence,
-        "wearer" if wearer else "partner",
+        source,
         round(in_db, 2),
         round(to_db(float(ms[1])), 2),
         round(ratio, 2),
