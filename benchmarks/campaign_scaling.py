@@ -83,6 +83,7 @@ def scores(run_dir: Path) -> dict:
 def run_variant(name: str, manifest: Path, cache: Path, out: Path, executor: dict) -> dict:
     results = out / name.replace(" ", "_")
     shutil.rmtree(results, ignore_errors=True)
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     result = run_campaign(
         manifest, cache_dir=cache, results_dir=results, executor=executor, progress=False
@@ -96,6 +97,7 @@ def run_variant(name: str, manifest: Path, cache: Path, out: Path, executor: dic
         "complete": len(rows),
         "failed": len(result.failed_runs()),
         "rows": rows,
+        "load": (load_before + os.getloadavg()[0]) / 2,  # 1-min load average, start/end mean
     }
 
 
@@ -187,12 +189,13 @@ def main(argv: list[str] | None = None) -> None:
     n_runs = len(plan(load_manifest(manifest)))
     print(f"\n{args.manifest.name} ({n_runs} plan steps), cache {cache}, {cpus} CPU cores, no GPU")
     print(f"{'executor':<9} {'wall s':>8} {'sum of runs s':>14} {'speed-up':>9} "
-          f"{'complete':>9} {'failed':>7}  metrics = local")  # fmt: skip
+          f"{'complete':>9} {'failed':>7} {'load':>5}  metrics = local")  # fmt: skip
     for m in measured:
         same = sum(local_scores.get(r["run_name"]) == scores(Path(r["run_dir"])) for r in m["rows"])
         print(
             f"{m['name']:<9} {m['wall']:>8.1f} {m['runs_sum']:>14.1f} "
-            f"{base['wall'] / m['wall']:>8.2f}x {m['complete']:>9} {m['failed']:>7}  "
+            f"{base['wall'] / m['wall']:>8.2f}x {m['complete']:>9} {m['failed']:>7} "
+            f"{m['load']:>5.1f}  "
             f"{same}/{len(m['rows'])}"
         )
 
@@ -207,6 +210,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'GPUs':>5} {'gate passes (29 runs) h':>24} {'gate fails (+18 tuning) h':>26}")
     for k, passed, failed in projection(per_epoch, args.reference):
         print(f"{k:>5} {passed:>24.1f} {failed:>26.1f}")
+    print(
+        "load: the machine's 1-min load average during the variant; other processes sharing the "
+        f"{cpus} cores skew the comparison when it differs between variants"
+    )
     sys.stdout.flush()
 
 
