@@ -45,6 +45,7 @@ CHANNEL_POLICIES = ("mean", "in_ear", "outer", "both")
 BLOCK_SECONDS = 10.0  # native audio decoded per block when streaming
 RESAMPLE_MARGIN_S = 0.05  # audio read past ``max_seconds`` so the resampler's edge is exact
 DETAIL_CHARS = 200
+INEXACT_LENGTH_FORMATS = ("MP3",)  # libsndfile estimates their frame count from the header
 
 
 class AudioError(ValueError):
@@ -272,7 +273,8 @@ class AudioStream:
             if max_frames is not None and self.frames_read >= max_frames:
                 return
         total = self.info.frames
-        if total is not None and self.frames_read < total and max_frames is None:
+        exact = not self.info.format.startswith(INEXACT_LENGTH_FORMATS)
+        if total is not None and exact and self.frames_read < total and max_frames is None:
             raise AudioError(
                 self.path,
                 "ends_early",
@@ -318,7 +320,7 @@ class AudioStream:
                     pending, held = [], 0
             for out in converter.resample(None):
                 pending.append(out.to_ndarray().astype(np.float32, copy=False))
-        except av.error.FFmpegError as exc:
+        except (av.error.FFmpegError, ValueError, OSError) as exc:
             raise AudioError(
                 self.path,
                 "decode_failed",
