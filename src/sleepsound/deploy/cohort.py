@@ -10,8 +10,9 @@ Ground truth, when present, is ``<stem>.events.csv`` beside the recording, or ``
 in a folder holding that one recording (the layout ``sleepsound synth --night`` writes).
 
 Resumable: a night whose ``summary.json`` exists (written last) for the same recording, model
-and settings is not redone; its row comes from that file. A night that cannot be read gets one
-``error:`` line and an ``error`` row; the others complete.
+(path, and sha256 for an exported model) and settings is not redone; its row comes from that
+file. A night that cannot be read gets one ``error:`` line and an ``error`` row; the others
+complete.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def _finished(out: Path, recording: Path, clf: Classifier, settings: dict) -> di
         isinstance(summary, dict)
         and summary.get("recording", {}).get("path") == str(recording.resolve())
         and summary.get("model", {}).get("path") == clf.identity.get("path")
+        and summary.get("model", {}).get("sha256") == clf.identity.get("sha256")
         and summary.get("settings") == settings
     )
     return summary if same else None
