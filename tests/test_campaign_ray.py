@@ -73,6 +73,14 @@ def write_manifest(path: Path, **fields) -> Path:
 # ----------------------------------------------------------------------------- the cluster
 
 
+def _ray_start(args: list[str], env: dict) -> None:
+    proc = subprocess.run(
+        [str(RAY), "start", *args], env=env, capture_output=True, text=True,
+        timeout=START_TIMEOUT_S,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"ray start {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """Head + one more node (1 CPU each) on 127.0.0.1; yields address, env and faults file."""
@@ -87,21 +95,18 @@ def cluster(tmp_path_factory):
         ),
         "SLEEPSOUND_FAULTS": str(faults),
         "RAY_USAGE_STATS_ENABLED": "0",
+        # a loopback-only test cluster: no token, whatever ~/.ray/auth_token an earlier local
+        # instance left (with it the second node would need the head's token)
+        "RAY_AUTH_MODE": "disabled",
     }
     port = _free_port()
     address = f"127.0.0.1:{port}"
     common = ["--num-cpus=1", "--num-gpus=0", "--node-ip-address=127.0.0.1",
               "--disable-usage-stats"]  # fmt: skip
     try:
-        subprocess.run(
-            [str(RAY), "start", "--head", f"--port={port}", f"--temp-dir={temp_dir}",
-             "--include-dashboard=false", *common],
-            env=env, check=True, capture_output=True, timeout=START_TIMEOUT_S,
-        )  # fmt: skip
-        subprocess.run(
-            [str(RAY), "start", f"--address={address}", *common],
-            env=env, check=True, capture_output=True, timeout=START_TIMEOUT_S,
-        )  # fmt: skip
+        _ray_start(["--head", f"--port={port}", f"--temp-dir={temp_dir}",
+                    "--include-dashboard=false", *common], env)  # fmt: skip
+        _ray_start([f"--address={address}", *common], env)
         yield {"address": address, "env": env, "faults": faults}
     finally:
         subprocess.run([str(RAY), "stop", "--force"], env=env, capture_output=True, timeout=120)
@@ -160,7 +165,7 @@ def campaigns(cluster, tone_cache, tmp_path_factory):
     try:
         proc = cli(
             "campaign", "--manifest", str(manifest), "--executor", "ray",
-            "--address", cluster["address"], "--retries", "1",
+            "--address", cluster["address"], "--retries", "1", env=cluster["env"],
         )  # fmt: skip
     finally:
         cluster["faults"].write_text("{}")
@@ -242,8 +247,9 @@ def test_resume_after_the_driver_is_killed_skips_complete_runs(cluster, tone_cac
             "--address", cluster["address"]]  # fmt: skip
     code = "import sys; from sleepsound.cli import app; app(sys.argv[1:], prog_name='sleepsound')"
     driver = subprocess.Popen(
-        [sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+        [sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env=cluster["env"],
+    )  # fmt: skip
     deadline = time.monotonic() + CAMPAIGN_TIMEOUT_S
     complete: dict[str, dict] = {}
     while time.monotonic() < deadline and driver.poll() is None:
@@ -261,7 +267,7 @@ def test_resume_after_the_driver_is_killed_skips_complete_runs(cluster, tone_cac
     }
     time.sleep(2)  # the cluster kills the dead driver's workers
 
-    proc = cli(*args, "--resume")
+    proc = cli(*args, "--resume", env=cluster["env"])
     assert proc.returncode == 0, proc.stderr
     status = read_status(cdir)
     assert all(r["state"] == "complete" for r in status.values()), status
