@@ -496,3 +496,13 @@ def test_reading_the_umask_never_changes_it(monkeypatch, tmp_path):
     atomic.atomic_write(tmp_path / "x.txt", "x")
     assert calls == [], f"os.umask was called with {calls}"
     assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o666 & ~real
+
+
+def test_damaged_metadata_is_a_cache_error_naming_the_file(tmp_path):
+    data = write_dataset(tmp_path / "d", per_class=1, splits=("test",))
+    preprocess(cfg(data, tmp_path / "c", splits=("test",)))
+    path = tmp_path / "c" / "test.h5"
+    with h5py.File(path, "r+") as h5:
+        h5.attrs["classes"] = "[quiet, snore"  # not JSON
+    with pytest.raises(CacheError, match="test.h5: unreadable cache"):
+        validate_cache(path)

@@ -297,41 +297,46 @@ def validate_cache(path: Path | str, expect: dict | None = None) -> CacheInfo:
     except OSError as exc:
         raise CacheError(f"{path}: not a readable HDF5 file ({exc})") from exc
     with h5:
-        attrs = read_attrs(h5)
-        if is_reference_cache(h5):  # the reference tool's own format: read as it is
-            try:
-                attrs = normalise_attrs(path, attrs)
-            except ValueError as exc:
-                raise CacheError(str(exc)) from None
-        for name in ("spectrograms", "labels") if is_reference_cache(h5) else DATASETS:
-            if name not in h5:
-                raise CacheError(f"{path}: dataset {name!r} missing")
-        specs, labels = h5["spectrograms"], h5["labels"]
-        for key in ("n_samples", "n_mels", "max_time", "sample_rate", "classes", "split"):
-            if key not in attrs:
-                raise CacheError(f"{path}: attribute {key!r} missing")
-        n = int(attrs["n_samples"])
-        n_channels = int(attrs.get("n_channels", 1))
-        want_shape = (n, N_MELS, int(attrs["max_time"]))
-        if n_channels > 1:
-            want_shape = (n, n_channels, N_MELS, int(attrs["max_time"]))
-        if specs.shape != want_shape or specs.dtype != np.float32:
-            raise CacheError(
-                f"{path}: spectrograms are {specs.dtype}{list(specs.shape)}, "
-                f"the attributes promise float32{list(want_shape)}"
-            )
-        if labels.shape != (n,) or h5.get("n_frames", labels).shape != (n,):
-            raise CacheError(f"{path}: labels/n_frames length differs from n_samples={n}")
-        if int(attrs["n_mels"]) != N_MELS:
-            raise CacheError(f"{path}: n_mels={attrs['n_mels']}, expected {N_MELS}")
-        classes = tuple(json.loads(attrs["classes"]))
-        if n and (labels[:].min() < 0 or labels[:].max() >= len(classes)):
-            raise CacheError(f"{path}: labels outside 0..{len(classes) - 1}")
-        for key, want in (expect or {}).items():
-            if key not in attrs or attrs[key] != want:
+        try:
+            attrs = read_attrs(h5)
+            if is_reference_cache(h5):  # the reference tool's own format: read as it is
+                try:
+                    attrs = normalise_attrs(path, attrs)
+                except ValueError as exc:
+                    raise CacheError(str(exc)) from None
+            for name in ("spectrograms", "labels") if is_reference_cache(h5) else DATASETS:
+                if name not in h5:
+                    raise CacheError(f"{path}: dataset {name!r} missing")
+            specs, labels = h5["spectrograms"], h5["labels"]
+            for key in ("n_samples", "n_mels", "max_time", "sample_rate", "classes", "split"):
+                if key not in attrs:
+                    raise CacheError(f"{path}: attribute {key!r} missing")
+            n = int(attrs["n_samples"])
+            n_channels = int(attrs.get("n_channels", 1))
+            want_shape = (n, N_MELS, int(attrs["max_time"]))
+            if n_channels > 1:
+                want_shape = (n, n_channels, N_MELS, int(attrs["max_time"]))
+            if specs.shape != want_shape or specs.dtype != np.float32:
                 raise CacheError(
-                    f"{path}: attribute {key!r} is {attrs.get(key)!r}, expected {want!r}"
+                    f"{path}: spectrograms are {specs.dtype}{list(specs.shape)}, "
+                    f"the attributes promise float32{list(want_shape)}"
                 )
+            if labels.shape != (n,) or h5.get("n_frames", labels).shape != (n,):
+                raise CacheError(f"{path}: labels/n_frames length differs from n_samples={n}")
+            if int(attrs["n_mels"]) != N_MELS:
+                raise CacheError(f"{path}: n_mels={attrs['n_mels']}, expected {N_MELS}")
+            classes = tuple(json.loads(attrs["classes"]))
+            if n and (labels[:].min() < 0 or labels[:].max() >= len(classes)):
+                raise CacheError(f"{path}: labels outside 0..{len(classes) - 1}")
+            for key, want in (expect or {}).items():
+                if key not in attrs or attrs[key] != want:
+                    raise CacheError(
+                        f"{path}: attribute {key!r} is {attrs.get(key)!r}, expected {want!r}"
+                    )
+        except CacheError:
+            raise
+        except (OSError, KeyError, TypeError, ValueError) as exc:  # damaged metadata
+            raise CacheError(f"{path}: unreadable cache ({type(exc).__name__}: {exc})") from exc
     return CacheInfo(path, n, classes, n_channels, int(attrs["max_time"]), attrs)
 
 
@@ -595,10 +600,12 @@ def _build_locked(
                 advance(len(chunk))
                 reached("cache.chunk_written", split=split, chunk=k)
         n_written, invalid = _finish(h5, data_dir, split, unusable)
-    except BaseException:
+    except BaseException as exc:
         h5.close()
         if invalid_audio == "error":
             partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # HDF5 errors name no file
+            raise CacheError(f"{partial}: writing the cache failed ({exc})") from exc
         raise
     h5.close()
     reached("cache.split_finished", split=split)
