@@ -226,8 +226,9 @@ def test_thresholds_meet_the_requested_rate_and_recall():
 
 def test_m4a_night_decodes_to_the_same_features_as_its_wav(tmp_path):
     """A stereo WAV encoded to AAC in .m4a (PyAV) is read through PyAV (soundfile cannot) and
-    gives the WAV's log-mel features within the codec's loss: mean |difference| < 1.5 dB and
-    95 % of values within 6 dB over a 60 s night of the generator's sounds."""
+    gives the WAV's log-mel features within the codec's loss: mean |difference| < 0.5 dB and
+    95 % of values within 2 dB over a 60 s night of the generator's sounds (measured: 0.26 and
+    0.71 dB; the decoded length differs by 512 samples of codec padding)."""
     import av
 
     wav = render_night(tmp_path / "night.wav")
@@ -254,7 +255,7 @@ def test_m4a_night_decodes_to_the_same_features_as_its_wav(tmp_path):
         fa, fb = log_mel(a[0, start : start + 5 * SR]), log_mel(b[0, start : start + 5 * SR])
         diffs.append(np.abs(fa - fb))
     d = np.concatenate([x.ravel() for x in diffs])
-    assert d.mean() < 1.5 and np.percentile(d, 95) < 6.0, (d.mean(), np.percentile(d, 95))
+    assert d.mean() < 0.5 and np.percentile(d, 95) < 2.0, (d.mean(), np.percentile(d, 95))
 
 
 def test_reader_reads_only_what_it_keeps(tmp_path):
