@@ -75,10 +75,11 @@ def main() -> None:
         f"{args.steps} timed steps after 2 warm-up steps"
     )
     t0 = time.perf_counter()
-    split = SplitData(path)
-    split.read_block(0, len(split))
-    print(f"loaded split in memory: {len(split)} clips in {time.perf_counter() - t0:.2f} s")
-    scaling = split.fit_scaling()
+    split = SplitData(path, progress=False)
+    specs = {frames: split.fit_spec(frames) for frames in ("full", "bucket")}
+    split.hold(specs["bucket"])
+    print(f"opened split (compact store): {len(split)} clips in {time.perf_counter() - t0:.2f} s")
+    scaling = specs["bucket"].scaling
     rng = np.random.default_rng(0)
     for name in ("tinycnn", "crnn"):
         rates = {}
@@ -86,7 +87,7 @@ def main() -> None:
         loader = DataLoader(PerItemH5(path, scaling), batch_size=args.batch_size, shuffle=True)
         rates["per-item h5py + DataLoader"] = timed(loader, create_model(name, 3), args.steps)
         for frames in ("full", "bucket"):
-            batches = ((b.x, b.y) for b in split.batches(args.batch_size, scaling, frames, 50, rng))
+            batches = ((b.x, b.y) for b in split.batches(args.batch_size, specs[frames], rng))
             torch.manual_seed(0)
             rates[f"ours ({frames})"] = timed(batches, create_model(name, 3), args.steps)
         base = rates["per-item h5py + DataLoader"]

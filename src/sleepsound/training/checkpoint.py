@@ -127,3 +127,10 @@ def state_dict_mismatch(model: nn.Module, state_dict) -> str:
     if shapes:
         parts.append(f"shape {'; '.join(shapes[:3])}{' ...' if len(shapes) > 3 else ''}")
     return ", ".join(parts)
+
+
+def place(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move a model to ``device`` with channels-last convolution weights: on CPU its
+    convolutions run 1.4x (TinyCNN) to 1.8x (CRNN) faster per CPU-second than the default
+    layout (same math; losses agree to ~1e-5), see benchmarks/train_speed.py."""
+    return model.to(device=device, memory_format=torch.channels_last)

@@ -181,7 +181,8 @@ class SplitData:
             floor = h["floor"][r]
         pad = (t[None, :] >= stored)[..., None, None]
         x = torch.where(pad, floor[:, None, None, None], x)
-        return x.permute(0, 2, 3, 1).contiguous()
+        # channels-last: the layout the models' convolutions run fastest in (see train.place)
+        return x.permute(0, 2, 3, 1).contiguous(memory_format=torch.channels_last)
 
     def batches(
         self,

@@ -20,7 +20,7 @@ import torch
 from sleepsound import runs
 from sleepsound.progress import say
 from sleepsound.training.augment import mixed_loss
-from sleepsound.training.checkpoint import input_spec_of, load_model
+from sleepsound.training.checkpoint import input_spec_of, load_model, place
 from sleepsound.training.data import SplitData
 
 
@@ -89,6 +89,7 @@ def teacher_logits(
             where = f"{store} (delete it to recompute)"
             return check_logits(logits, len(split), split.classes, where), store, True
     model, ckpt = load_model(ckpt_path)
+    place(model, torch.device(device))
     if tuple(ckpt["classes"]) != split.classes:
         raise ValueError(
             f"teacher {teacher_run} was trained on classes {ckpt['classes']}, "

@@ -32,6 +32,7 @@ from sleepsound.training.checkpoint import (
     checkpoint_payload,
     input_spec_of,
     load_checkpoint,
+    place,
     save_checkpoint,
 )
 from sleepsound.training.data import SplitData
@@ -172,7 +173,7 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
         )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"--model-kwargs {cfg.model_kwargs} for {cfg.model}: {exc}") from None
-    model.to(device)
+    place(model, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     resolved = {
@@ -348,7 +349,7 @@ def finish_run(
 
     best_path = runs.best_checkpoint(run_dir)
     model, _ = load_model(best_path)
-    model.to(device)
+    place(model, device)
     val = open_split(cfg, "validation", progress=False)
     test = open_split(cfg, "test", expect={"classes": val.info.attrs["classes"]})
     spec = InputSpec.from_dict(resolved["input_spec"])
@@ -358,7 +359,7 @@ def finish_run(
     classes = resolved["classes"]
     runs.write_evaluation(run_dir, "validation", val_metrics, val_cm, classes)
     runs.write_evaluation(run_dir, "test", test_metrics, test_cm, classes)
-    deploy = deployment_figures(model.cpu(), n_runs=100)
+    deploy = deployment_figures(model.cpu().to(memory_format=torch.contiguous_format), n_runs=100)
     deploy["checkpoint_bytes"] = best_path.stat().st_size
     metrics = {
         "run_name": resolved["run_name"],
@@ -412,6 +413,7 @@ def _saved_run(run_dir: Path, split: str, cache_dir: Path | None):
         cfg = cfg.model_copy(update={"cache_dir": Path(cache_dir)})
     ckpt_path = runs.best_checkpoint(run_dir)
     model, ckpt = load_model(ckpt_path)
+    place(model, torch.device("cpu"))
     data = open_split(cfg, split, progress=False)
     if tuple(ckpt["classes"]) != data.classes:
         raise CacheError(
