@@ -187,3 +187,28 @@ def test_run_notebook_generic(tmp_path: Path):
         "tiny_02_beta.png",
     ]
     assert result.markdown == ["| a |\n|---|"] and result.executed_path == executed
+
+
+def test_data_story_reads_a_reference_format_cache_as_dreamcatcher(tmp_path: Path):
+    """A cache written by the reference tool (no n_frames, paths, fingerprint; classes as a
+    comma string) tells its story, titled DreamCatcher from its dataset_commit, and the file is
+    left as it was."""
+    from sleepsound.data.fetch import DREAMCATCHER_REVISION
+    from sleepsound.features.reference import texture_rows, write_reference_cache
+
+    rng = np.random.default_rng(0)
+    cache = tmp_path / "cache"
+    for split, n in (("train", 90), ("validation", 30), ("test", 30)):
+        labels = np.repeat(np.arange(3), n // 3)
+        rows = texture_rows(labels, rng.integers(40, 250, n), rng)
+        write_reference_cache(
+            cache / f"{split}.h5", [(rows, labels)], n, split, dataset_commit=DREAMCATCHER_REVISION
+        )
+    before = (cache / "train.h5").read_bytes()
+    result = _run(cache, tmp_path)
+    executed = result.executed_path.read_text()
+    assert f"DreamCatcher (THU-PI-Sensing/DreamCatcher@{DREAMCATCHER_REVISION[:12]})" in executed
+    assert "SYNTHETIC" not in executed
+    nb = nbformat.read(result.executed_path, as_version=4)
+    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert (cache / "train.h5").read_bytes() == before
