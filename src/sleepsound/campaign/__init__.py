@@ -5,9 +5,13 @@
     print_plan("experiments/reference.json")          # what would run (dry run)
     result = run_campaign("experiments/demo.json")    # phase 1, gate (+ tuning), phase 2
     result = run_campaign("experiments/demo.json", resume=True)
+    result = run_campaign("experiments/demo.json", executor={"kind": "ray", "gpus_per_run": 0.5})
 
 See :mod:`~sleepsound.campaign.manifest` (schema, run names), :mod:`~sleepsound.campaign.runner`
-(execution, resume, files) and :mod:`~sleepsound.campaign.summary` (across-seed statistics).
+(phases, gate, resume, files), :mod:`~sleepsound.campaign.execute` (one run: the function both
+executors call), :mod:`~sleepsound.campaign.ray_executor` (runs in parallel on a Ray cluster;
+imported only for ``kind="ray"``) and :mod:`~sleepsound.campaign.summary` (across-seed
+statistics).
 """
 
 from .manifest import Manifest, ManifestError, load_manifest, parse_manifest

@@ -268,7 +268,7 @@ class RayExecutor(Executor):
                 f"retrying ({attempt}/{1 + self.spec.retries}), from its last checkpoint"
             )
             retry = dataclasses.replace(job, resume=True)
-            history = [*entry.history, outcome.error]
+            history = [*entry.history, f"{outcome.error} on {outcome.node or '?'}"]
             flight[self._submit(retry, attempt)] = _InFlight(retry, attempt, time.time(), history)
             view.retried += 1
             return

@@ -20,6 +20,12 @@ Everything lands in ``<results_dir>/campaigns/<name>/``:
 
 Run directories stay in ``<results_dir>/runs/<run name>/`` like any other run, and every
 finished run gets its leaderboard row. A failing run is recorded and the campaign goes on.
+
+Executors: the runs of one phase (all seeds) form one batch. The local executor (default) runs
+a batch one run after another in this process; the Ray executor
+(:mod:`sleepsound.campaign.ray_executor`) runs it in parallel on a Ray cluster, with retries.
+Both call :func:`sleepsound.campaign.execute.run_one` for each run and report through the same
+``_Campaign`` methods, so plan, gate, files and results are the same.
 """
 
 from __future__ import annotations
