@@ -36,7 +36,13 @@ import h5py
 import numpy as np
 from filelock import FileLock
 
-from sleepsound.features.cache import CacheError, CacheInfo, validate_cache, verify_cache
+from sleepsound.features.cache import (
+    CHECKSUM_DATASET,
+    CacheError,
+    CacheInfo,
+    validate_cache,
+    verify_cache,
+)
 from sleepsound.progress import progress_bar, say
 
 FORMAT_VERSION = 1
@@ -151,6 +157,11 @@ def block_rows(row_bytes: int, memory_limit: int) -> int:
     return int(np.clip(memory_limit // (8 * max(row_bytes, 1)), MIN_BLOCK_ROWS, MAX_BLOCK_ROWS))
 
 
+def has_checksums(cache_path: Path) -> bool:
+    with h5py.File(cache_path, "r") as h5:
+        return CHECKSUM_DATASET in h5 or "checksum" in h5.attrs
+
+
 def _fits_int16(lo: float, hi: float) -> bool:
     return -INT16_LIMIT_DB <= lo and hi <= INT16_LIMIT_DB
 
@@ -210,7 +221,7 @@ def _write_store(cache_path, info, tmp: Path, memory_limit: int, dtype, progress
         with open(tmp / FRAMES_FILE, "wb") as f:
             for start in range(0, n, rows_per):
                 block = specs[start : start + rows_per]
-                digest.update(block.tobytes())
+                digest.update(np.ascontiguousarray(block).data)  # hashed without a copy
                 finite = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
                 if not finite.all():
                     bad = start + int(np.flatnonzero(~finite)[0])
@@ -225,15 +236,13 @@ def _write_store(cache_path, info, tmp: Path, memory_limit: int, dtype, progress
                 keep = np.maximum(content, real)
                 stored[sl], n_frames[sl] = keep, real
                 floor_q[sl] = np.rint(floor * scale) if dtype == np.int16 else floor
-                for spec, k, r in zip(block, keep, real, strict=True):
-                    values = spec[..., :r].astype(np.float64)
-                    stats["sum"] += float(values.sum())
-                    stats["sumsq"] += float(np.square(values).sum())
+                stored_block = np.rint(block * scale).astype(dtype) if scale != 1.0 else block
+                for spec, q, k, r in zip(block, stored_block, keep, real, strict=True):
+                    values = spec[..., :r]
+                    stats["sum"] += float(values.sum(dtype=np.float64))
+                    stats["sumsq"] += float(np.square(values, dtype=np.float64).sum())
                     stats["count"] += int(values.size)
-                    rows = np.moveaxis(spec[..., :k], -1, 0)  # [keep, C, 64]
-                    if dtype == np.int16:
-                        rows = np.rint(rows * scale)
-                    f.write(np.ascontiguousarray(rows, dtype=dtype).tobytes())
+                    f.write(np.ascontiguousarray(np.moveaxis(q[..., :k], -1, 0)).data)
                 progress(len(block))
     offsets = np.concatenate([[0], np.cumsum(stored)]).astype(np.int64)
     np.savez(
@@ -315,7 +324,9 @@ def open_store(
             shutil.rmtree(out, ignore_errors=True)
             for stale in out.parent.glob(f".{out.name}.*.tmp"):
                 shutil.rmtree(stale, ignore_errors=True)  # left by a killed builder
-            verified = verify_cache(cache_path)  # every row against its checksum, if any
+            # every row against its checksum; a file without checksums (the reference tool's)
+            # is not read twice: the build itself refuses non-finite rows
+            verified = has_checksums(cache_path) and verify_cache(cache_path)
             build_store(cache_path, info, out, memory_limit, progress, verified)
     frames_bytes = (out / FRAMES_FILE).stat().st_size
     store = _load(out, info, in_memory=frames_bytes <= memory_limit)
