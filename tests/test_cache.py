@@ -425,18 +425,26 @@ def _odd_entries(folder) -> dict[str, str]:
 
 def test_odd_entries_are_listed_not_fatal_nor_silent(tmp_path):
     data = write_dataset(tmp_path / "d", per_class=2, splits=("train",))
-    expected = _odd_entries(data / "train" / "snore")
+    expected = {f"snore/{k}": v for k, v in _odd_entries(data / "train" / "snore").items()}
+    # directly in the split folder: a loop, a FIFO and stray audio are listed, metadata is not
+    os.symlink("loop", data / "train" / "loop")
+    os.mkfifo(data / "train" / "fifo")
+    (data / "train" / "stray.wav").write_bytes(
+        (data / "train" / "quiet" / "quiet_000.wav").read_bytes()
+    )
+    (data / "train" / "metadata.csv").write_text("subject,night\n")
+    expected.update({"loop": "symlink_loop", "fifo": "not_a_file", "stray.wav": "no_label"})
     [r] = preprocess(cfg(data, tmp_path / "c", splits=("train",)))
     assert r.n_clips == 6
     with open(tmp_path / "c" / "train.invalid.csv", encoding="utf-8") as f:
         rows = {row["path"]: row["reason"] for row in csv.DictReader(f)}
     for name, reason in expected.items():
-        key = f"train/snore/{name}"
+        key = f"train/{name}"
         assert key in rows, (key, rows)
         assert reason is None or rows[key] == reason, (key, rows[key])
-    assert len(rows) == len(expected)
+    assert len(rows) == len(expected), rows
     assert verify_cache(tmp_path / "c" / "train.h5")
-    with pytest.raises(ValueError, match="snore"):  # the error policy names the first of them
+    with pytest.raises(ValueError, match="train/fifo: not_a_file"):  # the first, by path
         preprocess(cfg(data, tmp_path / "c2", splits=("train",), invalid_audio="error"))
 
 

@@ -10,7 +10,9 @@ them silently:
 - ``not_a_file``: a FIFO, socket or device (never opened: reading a FIFO blocks);
 - ``unreadable``: a file or folder this user may not read;
 - ``unsupported_format``: a file whose extension no reader here handles (hidden files, whose
-  names start with a dot, are the only entries left out without a trace).
+  names start with a dot, are the only entries left out without a trace);
+- ``no_label``: an audio file directly in the split folder, outside any label folder (other
+  plain files there, e.g. metadata, are not data and are left alone).
 
 Audio files are opened only later (``read_audio``); errors found then are listed the same way.
 """
@@ -46,7 +48,7 @@ def find_clips(
         raise DatasetLayoutError(f"{shown(split_dir)}: split folder not found")
     ids = class_index(classes)
     clips: list[Clip] = []
-    bad: list[AudioError] = []
+    bad: list[AudioError] = _split_level(split_dir)
     for label_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         label = label_dir.name
         if label not in LABEL_TO_ID:
@@ -62,6 +64,28 @@ def find_clips(
             else:
                 clips.append(Clip(path=path, split=split, label=label, class_id=ids[label]))
     return clips, bad
+
+
+def _split_level(split_dir: Path) -> list[AudioError]:
+    """Entries directly in the split folder that are not label folders but look meant as data:
+    links that never resolve, special files, and audio files outside any label folder (other
+    files there, e.g. metadata, are not data)."""
+    bad = []
+    for path in sorted(split_dir.iterdir()):
+        if path.name.startswith(".") or path.is_dir():
+            continue
+        try:
+            info = os.stat(path)
+        except OSError as exc:
+            loop = exc.errno == errno.ELOOP
+            reason = "symlink_loop" if loop else "broken_link" if path.is_symlink() else None
+            bad.append(AudioError(shown(path), reason or "unreadable", _why(exc)))
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            bad.append(AudioError(shown(path), "not_a_file", _kind(info.st_mode)))
+        elif path.suffix.lower() in AUDIO_EXTENSIONS:
+            bad.append(AudioError(shown(path), "no_label", "not inside a label folder"))
+    return bad
 
 
 def _walk(folder: Path, seen: set[tuple[int, int]]) -> Iterator[tuple[Path, AudioError | None]]:
