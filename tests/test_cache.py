@@ -514,3 +514,41 @@ def test_damaged_metadata_is_a_cache_error_naming_the_file(tmp_path):
         h5.attrs["classes"] = "[quiet, snore"  # not JSON
     with pytest.raises(CacheError, match="test.h5: unreadable cache"):
         validate_cache(path)
+
+
+class _CountingPool:
+    """A real worker pool that records how many chunks were handed to it before the consumer
+    took them (a spy: the real pool does the work)."""
+
+    def __init__(self, pool):
+        self.pool, self._processes = pool, pool._processes
+        self.submitted = 0
+
+    def apply_async(self, fn, args):
+        self.submitted += 1
+        return self.pool.apply_async(fn, args)
+
+    def imap(self, fn, tasks):
+        tasks = list(tasks)
+        self.submitted += len(tasks)
+        return self.pool.imap(fn, tasks)
+
+
+def test_chunks_in_flight_are_bounded_whatever_the_number_of_clips(tmp_path):
+    """A slow writer must not let finished feature chunks pile up in memory."""
+    from sleepsound.data.discover import find_clips
+    from sleepsound.features.cache import CHUNK_CLIPS, IN_FLIGHT_PER_WORKER, compute_chunks
+    from sleepsound.features.cache import worker_pool as make_pool
+
+    data = write_dataset(tmp_path / "d", per_class=2 * CHUNK_CLIPS, splits=("train",))
+    clips, _ = find_clips(data, "train", CLASSES)  # 6 chunks, more than may be in flight
+    real = make_pool(2)
+    try:
+        pool = _CountingPool(real)
+        ahead = []
+        for k, _ in enumerate(compute_chunks(clips, "mean", pool), start=1):
+            ahead.append(pool.submitted - k)
+    finally:
+        real.terminate()
+    assert len(ahead) == len(clips) // CHUNK_CLIPS
+    assert max(ahead) <= IN_FLIGHT_PER_WORKER * 2, ahead
