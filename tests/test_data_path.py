@@ -24,7 +24,8 @@ from sleepsound.features.cache import CacheError
 from sleepsound.features.compact import Q_PER_DB
 from sleepsound.features.reference import texture_rows, write_reference_cache
 from sleepsound.training.data import SplitData, batch_plan
-from sleepsound.training.train import train_run
+from sleepsound.reports.results import report_results
+from sleepsound.training.train import evaluate_run, train_run
 
 SMALL = 32 * 10**6  # the smallest memory limit: forces the memory-mapped path here
 SIZES = {"train": 1500, "validation": 240, "test": 240}
@@ -188,8 +189,13 @@ def test_reference_cache_run_is_labelled_dreamcatcher(tmp_path):
     config = runs.read_config(run)
     assert config["data_source"]["kind"] == "dreamcatcher"
     assert config["cache_fingerprints"]["train"].startswith("content:")
+    metrics = runs.read_metrics(run)
+    assert evaluate_run(run, "test")["macro_f1"] == metrics["test"]["macro_f1"]  # `evaluate`
     rows = runs.read_leaderboard(runs.leaderboard_file(tmp_path))
-    assert "DreamCatcher" in json.dumps(rows) or "dreamcatcher" in json.dumps(rows)
+    assert "dreamcatcher" in json.dumps(rows).lower()
+    report = report_results(tmp_path, out_md=tmp_path / "report" / "report.md").read_text()
+    assert f"DreamCatcher (THU-PI-Sensing/DreamCatcher@{DREAMCATCHER_REVISION[:12]})" in report
+    assert "SYNTHETIC" not in report
 
 
 def test_reference_cache_without_commit_is_not_called_dreamcatcher(tmp_path):
