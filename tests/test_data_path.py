@@ -23,8 +23,8 @@ from sleepsound.data.fetch import DREAMCATCHER_REVISION
 from sleepsound.features.cache import CacheError
 from sleepsound.features.compact import Q_PER_DB
 from sleepsound.features.reference import texture_rows, write_reference_cache
-from sleepsound.training.data import SplitData, batch_plan
 from sleepsound.reports.results import report_results
+from sleepsound.training.data import SplitData, batch_plan
 from sleepsound.training.train import evaluate_run, train_run
 
 SMALL = 32 * 10**6  # the smallest memory limit: forces the memory-mapped path here
