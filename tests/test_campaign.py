@@ -157,7 +157,8 @@ def test_demo_manifest_validates_and_dry_run_writes_nothing(tmp_path, capsys):
     result = run_campaign(REPO / "experiments" / "demo.json", dry_run=True, results_dir=tmp_path)
     assert result.dry_run and not (tmp_path / "campaigns").exists()
     printed = capsys.readouterr().out
-    assert "phase1" in printed and "phase2" in printed and "if gate fails" in printed
+    assert "phase1" in printed and "phase2" in printed and "tuning" in printed
+    assert "executor local" in printed  # where the runs would execute
 
 
 def test_memory_limit_reaches_every_run_from_manifest_or_option(tmp_path):
