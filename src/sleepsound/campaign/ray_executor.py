@@ -239,7 +239,7 @@ class RayExecutor(Executor):
     def _note_starts(self, camp, flight, view, seen: set[str]) -> None:
         try:
             running = ray.get(self.board.snapshot.remote(), timeout=POLL_SECONDS * 4)
-        except ray.exceptions.GetTimeoutError:
+        except ray.exceptions.RayError:  # slow or lost board: the view waits, runs go on
             return
         view.running = running
         for name, info in running.items():
