@@ -327,9 +327,67 @@ def child_train(job: dict) -> dict:
     return out
 
 
+def child_interleave(job: dict) -> dict:
+    """Cost per clip, small vs large split, in ONE process: rounds of ``job['batches']``
+    training batches alternate between the splits (order flipped each round), so load on the
+    machine hits both alike. Round 0 is warm-up. Returns frames/s per split and the large/small
+    ratio per round (its spread is the noise)."""
+    import torch
+    import torch.nn.functional as F
+
+    from sleepsound.config import TrainConfig
+    from sleepsound.models import create_model
+    from sleepsound.taxonomy import default_class_weights
+    from sleepsound.training.data import SplitData
+
+    cfg = TrainConfig()
+    splits = [
+        SplitData(p, memory_limit=job["limit"], store_root=job["stores"]) for p in job["paths"]
+    ]
+    specs = [s.fit_spec() for s in splits]
+    weight = torch.tensor(default_class_weights(splits[0].classes), dtype=torch.float32)
+    out = {"modes": [s.hold(spec) for s, spec in zip(splits, specs, strict=True)]}
+    for name in MODELS:
+        runs = []
+        for s, spec in zip(splits, specs, strict=True):
+            torch.manual_seed(0)
+            model = create_model(name, len(s.classes)).train()
+            opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            it = s.batches(cfg.batch_size, spec, np.random.default_rng([job["seed"], 1]))
+            runs.append((model, opt, it, spec.lengths(s.n_frames)))
+        totals = np.zeros((len(splits), 2))  # frames, seconds
+        ratios = []
+        for r in range(job["rounds"] + 1):
+            rate = {}
+            order = list(range(len(splits)))
+            for i in order if r % 2 == 0 else order[::-1]:
+                model, opt, it, lengths = runs[i]
+                t0, frames = time.perf_counter(), 0
+                for _ in range(job["batches"]):
+                    batch = next(it)
+                    loss = F.cross_entropy(model(batch.x), batch.y, weight=weight)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    frames += int(lengths[batch.index].sum())
+                dt = time.perf_counter() - t0
+                rate[i] = frames / dt
+                if r > 0:
+                    totals[i] += (frames, dt)
+            if r > 0:
+                ratios.append(rate[len(splits) - 1] / rate[0])
+        out[name] = {
+            "frames_per_s": [float(f / t) for f, t in totals],
+            "ratio": float((totals[-1, 0] / totals[-1, 1]) / (totals[0, 0] / totals[0, 1])),
+            "round_ratios": [float(x) for x in ratios],
+        }
+    return out
+
+
 def child(job_json: str) -> None:
     job = json.loads(job_json)
-    result = child_build(job) if job["kind"] == "build" else child_train(job)
+    kinds = {"build": child_build, "train": child_train, "interleave": child_interleave}
+    result = kinds[job["kind"]](job)
     print("RESULT " + json.dumps(result))
 
 
@@ -378,6 +436,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="smoke preset: 2000,6000 rows, 8 batches (overrides sizes/batches)",
     )
     p.add_argument("--keep", action="store_true", help="keep caches and stores")
+    p.add_argument("--rounds", type=int, default=6, help="interleaved rounds (after 1 warm-up)")
+    p.add_argument("--interleave-batches", type=int, default=4, help="batches per split a round")
+    p.add_argument(
+        "--interleave-only",
+        action="store_true",
+        help="only the interleaved small-vs-large cost-per-clip measurement",
+    )
     p.add_argument(
         "--skip-eval-build", action="store_true", help="do not build the validation store"
     )
@@ -458,12 +523,27 @@ def measure(args, out: Path, sizes, eval_rows, limit) -> dict:
         job = {**base, "path": path, "stores": str(out / "stores")}
         console.print(f"[bold]train-{n}[/]: first open (compact store build, default limit)")
         res["build"][n] = run_child({**job, "kind": "build", "limit": None})
+        if args.interleave_only:
+            continue
         for label, lim in (("default", None), (args.limit, limit)):
             console.print(f"[bold]train-{n}[/], memory limit {label}: open, prepare, train")
             cbam = n == sizes[-1] and lim is None
             job_n = {**job, "kind": "train", "limit": lim, "cbam": cbam}
             res["train"][(n, label)] = run_child(job_n)
-    if args.skip_eval_build:
+    paths = [str(out / "cache" / f"train-{n}.h5") for n in (sizes[0], sizes[-1])]
+    console.print(f"[bold]interleaved[/] {sizes[0]:,} vs {sizes[-1]:,} rows, one process")
+    res["interleave"] = run_child(
+        {
+            **base,
+            "kind": "interleave",
+            "paths": paths,
+            "stores": str(out / "stores"),
+            "limit": None,
+            "batches": args.interleave_batches,
+            "rounds": args.rounds,
+        }
+    )
+    if args.skip_eval_build or args.interleave_only:
         return res
     name = "validation"
     path = str(out / "cache" / f"{name}.h5")
@@ -477,7 +557,39 @@ def measure(args, out: Path, sizes, eval_rows, limit) -> dict:
 # ----------------------------------------------------------------------------- the report
 
 
+def interleave_report(res: dict, sizes) -> None:
+    r = res["interleave"]
+    table = Table(
+        title=f"Cost per clip, {sizes[0]:,} vs {sizes[-1]:,} rows, interleaved in one process "
+        f"(default limit; modes {' / '.join(r['modes'])})"
+    )
+    for col in ("model", "frames/s small", "frames/s large", "large / small", "rounds", "verdict"):
+        table.add_column(col, justify="right")
+    for m in MODELS:
+        x = r[m]
+        rounds = np.array(x["round_ratios"])
+        ok = abs(x["ratio"] - 1) <= FLAT_TARGET
+        table.add_row(
+            m,
+            f"{x['frames_per_s'][0]:,.0f}",
+            f"{x['frames_per_s'][1]:,.0f}",
+            f"{x['ratio']:.3f}",
+            f"{len(rounds)}: {rounds.min():.2f}-{rounds.max():.2f}",
+            "[green]PASS" if ok else "[red]FAIL",
+        )
+    console.print(table)
+    console.print(
+        "Both splits' batches alternate (order flipped each round) so load on the machine hits "
+        "both alike; frames/s normalises for the random input lengths of the batches timed. "
+        "Target: large within 10 % of small."
+    )
+
+
 def report(args, res: dict, sizes, eval_rows, limit, total_s: float) -> None:
+    interleave_report(res, sizes)
+    if args.interleave_only:
+        console.print(f"total benchmark wall time {dur(total_s)}")
+        return
     labels = ["default", args.limit]
     table = Table(title="Caches on disk (reference layout, lzf) and their compact stores")
     for col in ("file", "rows", "cache on disk", "float32 uncompressed", "written in"):
