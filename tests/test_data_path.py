@@ -180,6 +180,22 @@ def test_same_seed_same_metrics_in_and_out_of_memory(ref_cache, tmp_path):
     assert m1["test"]["macro_f1"] > 0.5  # it learns from the texture: a real run, not noise
 
 
+def test_a_new_memory_limit_reuses_a_complete_run(ref_cache, tmp_path):
+    """The limit cannot change a result, so `--resume` with another one keeps the run."""
+    cache = tmp_path / "cache"
+    for k, split in enumerate(SIZES):
+        write_split(cache / f"{split}.h5", 60, seed=30 + k)
+    cfg = TrainConfig(cache_dir=cache, results_dir=tmp_path, model="tinycnn", epochs=1)
+    run = train_run(cfg, progress=False)
+    before = (run / "metrics.json").read_bytes()
+    limited = cfg.model_copy(update={"memory_limit": SMALL})
+    assert train_run(limited, resume=True, progress=False) == run
+    assert (run / "metrics.json").read_bytes() == before  # reused, not retrained
+    changed = cfg.model_copy(update={"lr": 0.002})
+    with pytest.raises(ValueError, match="cannot resume.*lr"):
+        train_run(changed, resume=True, progress=False)
+
+
 def test_reference_cache_run_is_labelled_dreamcatcher(tmp_path):
     cache = tmp_path / "cache"
     for k, split in enumerate(SIZES):

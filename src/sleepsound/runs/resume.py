@@ -19,6 +19,10 @@ COMPLETE = "complete"  # finished, same config/cache/teacher, artifacts whole: r
 RESUMABLE = "resumable"  # same config, unfinished (or finish lost): continue from last.pt
 RESTART = "restart"  # unfinished and nothing usable to continue from: train afresh
 CHANGED = "changed"  # made with another config, cache or teacher
+# TrainConfig fields that cannot change a run's result, so never make a run "changed": the
+# memory limit only decides how the data path holds the split (tests/test_data_path.py shows
+# identical metrics in and out of memory).
+RESULT_NEUTRAL = frozenset({"memory_limit"})
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ def resume_decision(
     Args:
         run_dir: ``<results>/runs/<name>``.
         config: the JSON form of the TrainConfig (``model_dump(mode="json")``) with the run
-            name filled in; every key must equal the saved config's.
+            name filled in; every key but :data:`RESULT_NEUTRAL` must equal the saved config's.
         cache_fingerprints: ``{split: fingerprint}`` of the cache now (None for a split that
             cannot be read); must equal the saved ``cache_fingerprints``. None: not checked.
         teacher_digest: the first 16 hex digits of the teacher checkpoint's sha256 now (KD
@@ -67,7 +71,9 @@ def resume_decision(
         saved = read_config(run_dir)
     except (OSError, ValueError) as exc:
         return Decision(RESTART, f"config unreadable ({exc})")
-    diffs = tuple(sorted(k for k in config if saved.get(k) != config[k]))
+    diffs = tuple(
+        sorted(k for k in config if k not in RESULT_NEUTRAL and saved.get(k) != config[k])
+    )
     if diffs:
         return Decision(CHANGED, f"the config differs in {list(diffs)}", diffs)
     if cache_fingerprints is not None and saved.get("cache_fingerprints") != dict(
