@@ -64,7 +64,7 @@ from sleepsound.features.logmel import (
 )
 from sleepsound.features.reference import is_reference_cache, normalise_attrs
 from sleepsound.milestones import reached
-from sleepsound.progress import progress_bar, say
+from sleepsound.progress import console, progress_bar
 
 FORMAT_VERSION = 2  # 2: per-row checksums
 CHUNK_CLIPS = 32  # clips per worker task and per HDF5 append
@@ -76,6 +76,7 @@ CHECKSUM_PREFIX = "blake2b64-rows:"
 ROW_DATASETS = ("spectrograms", "labels", "n_frames", "paths", CHECKSUM_DATASET)
 INVALID_DATASETS = ("invalid_paths", "invalid_reasons")
 LOCK_FILE = ".preprocess.lock"
+SHOW_INVALID = 10  # skipped files named on the terminal (all are in invalid.csv)
 
 
 DATASETS = ("spectrograms", "labels", "n_frames", "paths")  # what our caches hold
@@ -418,7 +419,8 @@ class _Discard(Exception):
 
 
 def _note(message: str) -> None:
-    say(escape(message))
+    """A status line on stderr, never wrapped (paths stay whole) nor read as markup."""
+    console.print(escape(message), highlight=False, soft_wrap=True)
 
 
 def _create_partial(path: Path, attrs: dict, n_channels: int) -> h5py.File:
@@ -717,12 +719,15 @@ def _preprocess_split(config, split: str, pool) -> SplitResult:
         invalid_audio=config.invalid_audio,
     )
     if result.reused:
-        say(f"{split}: reused valid cache {result.path} ({result.n_clips} clips)")
+        _note(f"{split}: reused valid cache {result.path} ({result.n_clips} clips)")
     else:
-        say(
+        _note(
             f"{split}: {result.n_clips} clips, {result.n_invalid} skipped as invalid, "
             f"{result.seconds:.1f} s, {result.clips_per_second:.0f} clips/s -> {result.path}"
         )
-        for path, reason, detail in result.invalid[:10]:
-            say(f"  skipped {path}: {reason} {detail}")
+        for path, reason, detail in result.invalid[:SHOW_INVALID]:
+            _note(f"  skipped {path}: {reason} {' '.join(detail.split())[:200]}")
+        if result.n_invalid > SHOW_INVALID:
+            report = result.path.with_name(f"{split}.invalid.csv")
+            _note(f"  ... and {result.n_invalid - SHOW_INVALID} more, all listed in {report}")
     return result
