@@ -20,7 +20,7 @@ import librosa
 import numpy as np
 
 from sleepsound.config import PreprocessConfig
-from sleepsound.data.audio import scan_split
+from sleepsound.data.discover import find_clips
 from sleepsound.data.synth import generate_dataset
 from sleepsound.features.cache import preprocess
 from sleepsound.features.logmel import CLIP_SAMPLES
@@ -28,7 +28,7 @@ from sleepsound.taxonomy import DEFAULT_CLASSES
 
 
 def librosa_loop(data: Path, out: Path, split: str) -> int:
-    clips = scan_split(data, split, DEFAULT_CLASSES)
+    clips, _ = find_clips(data, split, DEFAULT_CLASSES)
     specs, labels = [], []
     for clip in clips:
         y, _ = librosa.load(clip.path, sr=16_000, mono=True)

@@ -35,7 +35,6 @@ import soundfile as sf
 import soxr
 
 from sleepsound.features.logmel import N_FFT, SAMPLE_RATE
-from sleepsound.taxonomy import LABEL_TO_ID, LABELS, class_index
 
 SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".mp3")
 PYAV_EXTENSIONS = (".m4a", ".aac", ".opus", ".caf", ".mp4", ".webm", ".wma")
@@ -447,32 +446,6 @@ def read_segments(
 
 def _is_audio(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS
-
-
-def scan_split(root: Path | str, split: str, classes: Sequence[str]) -> list[Clip]:
-    """List a split's clips of the task's classes, sorted by path.
-
-    Every label folder must be one of the nine DreamCatcher labels (an unknown folder is an
-    error naming it); clips of labels outside ``classes`` are left out.
-    """
-    split_dir = Path(root) / split
-    if not split_dir.is_dir():
-        raise DatasetLayoutError(f"{split_dir}: split folder not found")
-    ids = class_index(classes)
-    clips: list[Clip] = []
-    for label_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        label = label_dir.name
-        if label not in LABEL_TO_ID:
-            raise DatasetLayoutError(
-                f"{label_dir}: label folder {label!r} is not a DreamCatcher label "
-                f"(expected one of: {', '.join(LABELS)})"
-            )
-        if label not in ids:
-            continue
-        for path in sorted(label_dir.rglob("*")):
-            if _is_audio(path):
-                clips.append(Clip(path=path, split=split, label=label, class_id=ids[label]))
-    return clips
 
 
 def label_counts(root: Path | str, split: str) -> dict[str, int]:
