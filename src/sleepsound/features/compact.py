@@ -6,7 +6,7 @@ int16 in 1/400 dB (error <= 0.00125 dB; float32 when a value lies outside int16'
 the clip's floor value. Any input length is rebuilt exactly from it: stored frames first, then
 the floor. ::
 
-    <store>/frames.bin   [total frames, C, 64] raw, C order (memory-mapped when it does not fit)
+    <store>/frames.bin   [total frames, C, 64] raw, C order (always memory-mapped)
     <store>/index.npz    offsets [N+1], stored [N], n_frames [N], floor_q [N], labels [N]
     <store>/meta.json    the cache's identity, fingerprint, dtype, whole-split dB statistics
 
@@ -58,11 +58,11 @@ MAX_BLOCK_ROWS = 4096
 
 @dataclass
 class CompactStore:
-    """An opened store. ``frames`` is an ndarray or a read-only np.memmap."""
+    """An opened store; ``frames`` is a copy-on-write np.memmap (never written)."""
 
     path: Path
     info: CacheInfo
-    frames: np.ndarray  # [total, C, 64] int16 (units 1/Q_PER_DB dB) or float32 (dB)
+    frames: np.ndarray  # [total, C, 64] np.memmap, int16 (units 1/Q_PER_DB dB) or float32
     offsets: np.ndarray  # [N+1] int64
     stored: np.ndarray  # [N] int32 frames kept per clip (>= 1)
     n_frames: np.ndarray  # [N] int32 real frames (from the cache, or recovered)
@@ -268,15 +268,13 @@ def _write_store(cache_path, info, tmp: Path, memory_limit: int, dtype, progress
     }
 
 
-def _load(out: Path, info: CacheInfo, in_memory: bool) -> CompactStore:
+def _load(out: Path, info: CacheInfo) -> CompactStore:
     meta = json.loads((out / META_FILE).read_text())
     index = np.load(out / INDEX_FILE)
     shape = (meta["total_frames"], meta["channels"], meta["n_mels"])
     dtype = np.dtype(meta["dtype"])
     if shape[0] == 0:
         frames = np.zeros(shape, dtype)
-    elif in_memory:
-        frames = np.fromfile(out / FRAMES_FILE, dtype=dtype).reshape(shape)
     else:
         frames = np.memmap(out / FRAMES_FILE, dtype=dtype, mode="c", shape=shape)
     return CompactStore(
@@ -313,7 +311,8 @@ def open_store(
     progress: bool = True,
 ) -> CompactStore:
     """The compact store of a cache split, built on first use (validated cache, either
-    format). Held in memory when its frames fit in ``memory_limit``, memory-mapped otherwise."""
+    format), its frames memory-mapped (file-backed pages the kernel can always reclaim);
+    ``memory_limit`` bounds the build's blocks."""
     cache_path = Path(cache_path)
     info = validate_cache(cache_path, expect)
     root = _writable_root(cache_path, store_root)
@@ -328,8 +327,7 @@ def open_store(
             # is not read twice: the build itself refuses non-finite rows
             verified = has_checksums(cache_path) and verify_cache(cache_path)
             build_store(cache_path, info, out, memory_limit, progress, verified)
-    frames_bytes = (out / FRAMES_FILE).stat().st_size
-    store = _load(out, info, in_memory=frames_bytes <= memory_limit)
+    store = _load(out, info)
     if info.attrs.get("fingerprint") is None:
         info.attrs["fingerprint"] = store.fingerprint
     return store

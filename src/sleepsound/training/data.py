@@ -1,12 +1,15 @@
 """Feeding cached spectrograms to models, independent of storage order and of memory.
 
 A split is read through its compact store (:mod:`sleepsound.features.compact`: each clip's
-content frames, no padding, built once per cache). How it is held depends on the memory limit
-(``--memory-limit``, default :func:`default_memory_limit`), never on the result:
+content frames, no padding, built once per cache, memory-mapped). How it is held depends on
+the memory limit (``--memory-limit``, default :func:`default_memory_limit`, shared by the
+splits held at once: :func:`share_memory`), never on the result:
 
 - ``prepared``: model-ready float32 input (scaled once) in RAM, or on the GPU with
   ``--device cuda``: a batch is one gather;
-- ``mapped``: the int16 store memory-mapped; a batch is a gather plus one affine map.
+- ``mapped``: batches gathered from the memory-mapped int16 store, plus one affine map. The
+  data path then allocates only batches; the store's pages are the kernel's page cache
+  (counted in RSS once touched, but reclaimable).
 
 Both compute every value with the same elementwise formula, so the same seed gives identical
 batches and metrics in either mode. Batches come from a global shuffle of the whole split:
@@ -31,6 +34,16 @@ from sleepsound.models.inputs import InputSpec
 
 MEMORY_SHARE = 0.25  # default memory limit: this share of the machine's RAM
 PREPARE_CHUNK = 1 << 16  # frames scaled per step when preparing (bounds the temporary)
+
+
+def share_memory(splits: list[SplitData], limit: int | None) -> None:
+    """Divide one memory limit between splits held at the same time (training and
+    validation), in proportion to their prepared size: either all are prepared or the larger
+    ones are mapped, and together they stay within the limit."""
+    limit = limit or default_memory_limit()
+    total = sum(s.prepared_bytes() for s in splits)
+    for s in splits:
+        s.memory_limit = int(limit * s.prepared_bytes() / max(total, 1))
 
 
 def default_memory_limit() -> int:

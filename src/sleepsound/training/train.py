@@ -35,7 +35,7 @@ from sleepsound.training.checkpoint import (
     place,
     save_checkpoint,
 )
-from sleepsound.training.data import SplitData
+from sleepsound.training.data import SplitData, share_memory
 from sleepsound.training.distill import teacher_checkpoint, teacher_digest, teacher_logits
 from sleepsound.training.metrics import classification_metrics
 
@@ -141,6 +141,7 @@ def open_split(cfg: TrainConfig, split: str, progress: bool = True, **kwargs) ->
 def load_splits(cfg: TrainConfig, progress: bool = True) -> tuple[SplitData, SplitData]:
     train = open_split(cfg, "train", progress)
     val = open_split(cfg, "validation", progress)
+    share_memory([train, val], cfg.memory_limit)  # held at the same time
     for other in (val,):
         if other.classes != train.classes or other.n_channels != train.n_channels:
             raise CacheError(
@@ -262,8 +263,8 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
     say(
         f"training {run_name}: {cfg.model} on {len(train)} clips, classes {list(classes)}, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters, device {device}, "
-        f"data {mode} ({train.prepared_bytes() / 1e6:,.0f} MB as float32; memory limit "
-        f"{train.memory_limit / 1e6:,.0f} MB)"
+        f"data {mode} ({train.prepared_bytes() / 1e6:,.0f} MB as float32; its share of the "
+        f"memory limit {train.memory_limit / 1e6:,.0f} MB)"
     )
 
     # -- the loop
@@ -332,6 +333,8 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
             f"{row['samples_per_s']:.0f} samples/s"
         )
 
+    train.release()  # the final evaluation holds validation, then test, not training data
+    val.release()
     return finish_run(run_dir, cfg, resolved, state, weight, device, time.perf_counter() - t_start)
 
 
