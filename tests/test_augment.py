@@ -96,3 +96,21 @@ def test_runs_are_reproducible_and_augmentation_changes_training(tone_cache, tmp
             assert runs.read_config(run)["augment"]["time_masks"] == augment.get("time_masks", 0)
     assert losses[0] == losses[1]  # same seed, same result
     assert (losses[0] != losses[2]) == bool(augment)  # on changes training, off is identity
+
+
+def test_augmented_and_plain_runs_are_separate_configurations(tone_cache, tmp_path):
+    """The leaderboard records the augmentation, so the campaign's seed summary never merges an
+    augmented run into the plain configuration of the same model and seed."""
+    from sleepsound.campaign.summary import summarize
+
+    dirs = []
+    for name, augment in (("plain", {}), ("masked", {"time_masks": 2})):
+        cfg = TrainConfig(
+            cache_dir=tone_cache, results_dir=tmp_path, model="tinycnn", epochs=1,
+            augment=augment, run_name=f"{name}_s42",
+        )  # fmt: skip
+        dirs.append(train_run(cfg, progress=False))
+    rows = runs.read_leaderboard(runs.leaderboard_file(tmp_path))
+    assert sorted(r["augment"] for r in rows) == ["", "time_masks=2"]
+    table = summarize(rows)
+    assert len(table) == 2 and sorted(table["augment"]) == ["", "time_masks=2"]

@@ -90,6 +90,27 @@ class AugmentConfig(Strict):
     def active(self) -> bool:
         return bool(self.time_masks or self.freq_masks or self.mixup_alpha or self.gain_db)
 
+    @property
+    def label(self) -> str:
+        """``""`` when off, else the options that differ from the defaults, e.g.
+        ``time_masks=2 mixup_alpha=0.2`` (leaderboard column, report tables)."""
+        if not self.active:
+            return ""
+        changed = [
+            (k, v) for k, v in self.model_dump().items() if v != type(self).model_fields[k].default
+        ]
+        return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changed)
+
+
+def augment_label(augment: dict | None) -> str:
+    """:attr:`AugmentConfig.label` of a saved run config's ``augment`` (``""`` when none)."""
+    if not isinstance(augment, dict):
+        return ""
+    try:
+        return AugmentConfig(**augment).label
+    except ValueError:
+        return "unreadable augmentation settings"
+
 
 class PreprocessConfig(Strict):
     data_dir: Path = DEFAULT_DATA_DIR

@@ -30,7 +30,7 @@ from sleepsound.runs.leaderboard import run_row
 CONFIG_COLUMNS = [
     "kind", "model", "model_kwargs", "classes", "channels", "data_source", "cache_fingerprint",
     "epochs", "batch_size", "lr", "weight_decay", "grad_clip", "class_weights", "frames",
-    "bucket_frames", "alpha", "tau",
+    "bucket_frames", "alpha", "tau", "augment",
 ]  # fmt: skip
 METRIC = "test_macro_f1"
 CONFIDENCE = 0.95
@@ -53,6 +53,10 @@ def _frame(runs: pd.DataFrame | Iterable[dict] | Iterable[Path | str]) -> pd.Dat
     for col in NUMERIC_COLUMNS:
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")
+    if "augment" in df:  # leaderboards written before the column: no augmentation recorded
+        df["augment"] = df["augment"].fillna("").astype(str)
+    else:
+        df["augment"] = ""
     for col in ("alpha", "tau"):  # empty for baselines: one representation for both sources
         if col in df:
             df[col] = df[col].map(_short_number)

@@ -22,7 +22,7 @@ import pandas as pd
 from sleepsound import runs
 from sleepsound.campaign import summary as seedstats
 from sleepsound.campaign.manifest import PHASE_PREFIXES
-from sleepsound.config import AugmentConfig
+from sleepsound.config import augment_label
 from sleepsound.data.provenance import source_title
 
 ENV_RESULTS = "SLEEPSOUND_RESULTS_DIR"
@@ -228,22 +228,6 @@ def load_runs(
     df["collapsed_test"] = collapsed_test
     df["augment"] = augment
     return df
-
-
-def augment_label(augment: dict | None) -> str:
-    """``""`` when a run used no augmentation (every option off, or none recorded), else the
-    options that differ from the defaults, e.g. ``time_masks=2 mixup_alpha=0.2``."""
-    if not isinstance(augment, dict):
-        return ""
-    try:
-        cfg = AugmentConfig(**augment)
-    except ValueError:
-        return "unreadable augmentation settings"
-    if not cfg.active:
-        return ""
-    defaults = AugmentConfig()
-    changed = [(k, v) for k, v in cfg.model_dump().items() if v != getattr(defaults, k)]
-    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changed)
 
 
 def data_sources(df: pd.DataFrame) -> list[str]:

@@ -26,10 +26,10 @@ RECIPE_COLUMNS = [
     "classes", "channels", "cache_fingerprint", "epochs", "batch_size", "lr", "weight_decay",
     "grad_clip", "class_weights", "frames", "bucket_frames", "augment",
 ]  # fmt: skip
-# A configuration is the campaign's (runs equal in its columns) AND one run name without the
-# seed: runs that differ in a setting the leaderboard does not record (augmentation) stay apart.
+# A configuration is the campaign's (runs equal in its columns, augmentation included) AND one
+# run name without the seed.
 GROUP_NAME = "run_configuration"  # a copy of ``configuration`` to group by
-SEED_GROUP_COLUMNS = [*seedstats.CONFIG_COLUMNS, "augment", GROUP_NAME]
+SEED_GROUP_COLUMNS = [*seedstats.CONFIG_COLUMNS, GROUP_NAME]
 
 
 def teacher_row(df: pd.DataFrame, row) -> dict | None:

@@ -38,6 +38,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from sleepsound.atomic import atomic_write
+from sleepsound.config import augment_label
 from sleepsound.data.provenance import source_title
 from sleepsound.runs import layout
 from sleepsound.runs.rundir import read_config, read_metrics, run_status
@@ -55,6 +56,7 @@ COLUMNS = [
     "test_macro_recall",
     "params", "fp32_bytes", "checkpoint_bytes", "macs_5s", "latency_median_ms", "latency_p90_ms",
     "run_dir", "checkpoint", "metrics_path", "finished_at",
+    "augment",
 ]  # fmt: skip
 # Columns a readable file must have (those of the first schema: appended ones may be absent).
 REQUIRED_COLUMNS = tuple(COLUMNS[:48])
@@ -122,6 +124,7 @@ def run_row(run_dir: Path) -> dict:
         "checkpoint": str(layout.best_checkpoint(run_dir).resolve()),
         "metrics_path": str(layout.metrics_path(run_dir).resolve()),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "augment": augment_label(cfg.get("augment")),
     }  # fmt: skip
 
 
