@@ -219,6 +219,14 @@ def _name(h5: h5py.File, row: int) -> str:
         return ""
 
 
+def open_h5(path: Path) -> h5py.File:
+    """``path`` opened read-only; CacheError naming it when it is not a readable HDF5 file."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise CacheError(f"{path}: not a readable HDF5 file ({exc})") from exc
+
+
 def verify_cache(path: Path | str, block: int = VERIFY_BLOCK) -> bool:
     """Check a cache file's content, reading every row once (memory: ``block`` rows).
 
@@ -231,11 +239,7 @@ def verify_cache(path: Path | str, block: int = VERIFY_BLOCK) -> bool:
     the training data path does when it builds its compact store).
     """
     path = Path(path)
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as exc:
-        raise CacheError(f"{path}: not a readable HDF5 file ({exc})") from exc
-    with h5:
+    with open_h5(path) as h5:
         try:
             attrs = read_attrs(h5)
             if "spectrograms" not in h5:
@@ -293,11 +297,7 @@ def validate_cache(path: Path | str, expect: dict | None = None) -> CacheInfo:
     path = Path(path)
     if not path.is_file():
         raise CacheError(f"{path}: cache file not found (run `sleepsound preprocess` first)")
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as exc:
-        raise CacheError(f"{path}: not a readable HDF5 file ({exc})") from exc
-    with h5:
+    with open_h5(path) as h5:
         try:
             attrs = read_attrs(h5)
             if is_reference_cache(h5):  # the reference tool's own format: read as it is
