@@ -13,7 +13,6 @@ import crashrun
 import h5py
 import numpy as np
 import pytest
-import torch
 from conftest import write_dataset
 
 from sleepsound.config import PreprocessConfig, TrainConfig
