@@ -11,6 +11,8 @@ here, in the tests, not in production code.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +22,17 @@ HERE = Path(__file__).resolve()
 def command(milestone: str, count: int, *args: str) -> list[str]:
     """The argv that runs ``args`` (``-c CODE`` or CLI arguments) and crashes at the milestone."""
     return [sys.executable, str(HERE), milestone, str(count), *args]
+
+
+def kill_group_after(proc: subprocess.Popen, delay: float) -> int:
+    """Wait ``delay`` s for ``proc`` (started with ``start_new_session=True``), then SIGKILL its
+    whole process group; returns its exit code (-9 when killed, its own when it finished)."""
+    try:
+        proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return proc.returncode
 
 
 def main(argv: list[str]) -> None:

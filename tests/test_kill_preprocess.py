@@ -8,9 +8,7 @@ random milestone (a chunk written; a split's file closed but not yet renamed int
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -73,12 +71,7 @@ def _start(args: list[str], cache: Path) -> tuple[subprocess.Popen, float]:
 def _kill_after(args: list[str], cache: Path, delay: float) -> int:
     """SIGKILL the command's process group ``delay`` s after it began work."""
     proc, _ = _start(args, cache)
-    try:
-        proc.wait(timeout=delay)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    return proc.returncode
+    return crashrun.kill_group_after(proc, delay)
 
 
 @pytest.fixture(scope="module")

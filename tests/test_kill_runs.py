@@ -14,7 +14,6 @@ import csv
 import json
 import os
 import random
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -51,12 +50,7 @@ def _kill_after(args: list[str], delay: float) -> int:
         env=_env(),
         start_new_session=True,
     )
-    try:
-        proc.wait(timeout=delay)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    return proc.returncode
+    return crashrun.kill_group_after(proc, delay)
 
 
 def _outcome(run_dir: Path) -> dict:

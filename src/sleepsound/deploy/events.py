@@ -238,8 +238,7 @@ def hourly_table(
     """
     labels = [c for c in classes if c != background]
     rows = []
-    for hour in range(max(1, math.ceil(round(duration / 3600.0, 9)))):
-        start, end = hour * 3600.0, min((hour + 1) * 3600.0, duration)
+    for hour, start, end in hour_windows(duration):
         row: dict = {"hour": hour, "start_s": start, "end_s": end}
         covered = 0.0
         for label in labels:
@@ -254,6 +253,13 @@ def hourly_table(
             )
         rows.append(row)
     return rows
+
+
+def hour_windows(duration: float) -> list[tuple[int, float, float]]:
+    """(hour, start s, end s) of every started hour of a ``duration``-second recording (at
+    least one); the last ends with the recording."""
+    n = max(1, math.ceil(round(duration / 3600.0, 9)))
+    return [(h, h * 3600.0, min((h + 1) * 3600.0, duration)) for h in range(n)]
 
 
 def totals(rows: Sequence[dict]) -> dict:

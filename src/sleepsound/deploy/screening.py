@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from sleepsound.deploy.events import BACKGROUND, Event, label_seconds
+from sleepsound.deploy.events import BACKGROUND, Event, hour_windows, label_seconds
 
 LEVEL_BIN_S = 0.1  # level track resolution
 FLOOR_PERCENTILE = 20.0  # the night's noise floor per microphone
@@ -157,8 +157,7 @@ def hourly_rows(
     partner events and minutes."""
     own, partner = _own(events), [e for e in events if e.source == "partner"]
     rows = []
-    for hour in range(max(1, math.ceil(round(duration / 3600.0, 9)))):
-        start, end = hour * 3600.0, min((hour + 1) * 3600.0, duration)
+    for hour, start, end in hour_windows(duration):
         row: dict = {"hour": hour, "start_s": start, "end_s": end}
         covered = 0.0
         for label in classes:
