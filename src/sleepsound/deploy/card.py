@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sleepsound.config import DEFAULT_BUCKET_FRAMES
 from sleepsound.data.audio import check_policy
 from sleepsound.features.logmel import FEATURE_PARAMS
 from sleepsound.models.inputs import InputSpec
@@ -32,15 +33,9 @@ class CardError(ValueError):
 
 def spec_from_checkpoint(ckpt: dict, where: str) -> InputSpec:
     """The input contract of a checkpoint (``input_spec``, or the older loose keys)."""
-    try:
-        from sleepsound.training.checkpoint import input_spec_of
-    except ImportError:  # older training code: build it here
-        input_spec_of = None
-    if input_spec_of is not None:
-        return input_spec_of(ckpt, where)
-    if "input_spec" in ckpt:
-        return InputSpec.from_dict(ckpt["input_spec"], where)
-    return _legacy_spec(ckpt, int(ckpt["model"].get("in_channels", 1)), where)
+    from sleepsound.training.checkpoint import input_spec_of  # torch: only when exporting
+
+    return input_spec_of(ckpt, where)
 
 
 def _legacy_spec(data: dict, n_channels: int, where: str) -> InputSpec:
@@ -52,7 +47,7 @@ def _legacy_spec(data: dict, n_channels: int, where: str) -> InputSpec:
             offset=float(scaling["offset"]),
             scale=float(scaling["scale"]),
             frames=data.get("frames", "bucket"),
-            bucket=int(data.get("bucket_frames", 50)),
+            bucket=int(data.get("bucket_frames", DEFAULT_BUCKET_FRAMES)),
             channels=data.get("channels", DEFAULT_CHANNELS),
             n_channels=n_channels,
         )
