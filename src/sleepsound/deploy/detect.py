@@ -10,10 +10,15 @@ channel policy, resamples to 16 kHz with a streaming soxr resampler, and classif
 Deciding: windows whose real audio is digital silence or near it (RMS below
 ``NEAR_SILENCE_DBFS`` on every channel the model sees) are ``quiet`` whatever the model says
 (the log-mel of a silent window is normalised to its own maximum and looks like anything);
-then each hop interval gets the arg-max, or with an operating point (``far=2/h``,
-``recall=0.9``) the per-class thresholds chosen on validation (:mod:`.operating`); then gap
-bridging and the minimum duration (:mod:`.events`). Events get loudness and wearer/partner
-attribution (:mod:`.screening`); with ``truth`` the night is scored (:mod:`.scoring`).
+then each hop interval gets probabilities from the windows covering it (hop rule
+``localised``: an interval is inside a sound only when every window covering it hears it, which
+puts event edges within a hop of the truth instead of half a window outside it; see
+:mod:`.events`) and the arg-max, or with an operating point (``far=2/h``, ``recall=0.9``) the
+per-class thresholds chosen on validation (:mod:`.operating`); then gap bridging and the minimum
+duration (:mod:`.events`). An event is cut where its source changes (a wearer's snoring running
+into a partner's), then every event gets loudness and wearer/partner attribution
+(:mod:`.screening`); with ``truth`` the night is scored, all detections and the wearer's apart
+(:mod:`.scoring`).
 
 Outputs (``out_dir``), each written under a hidden temporary name and renamed into place,
 ``summary.json`` last (its presence marks a finished night; stale temporaries of a killed run
@@ -119,6 +124,7 @@ def detect(
     operating_point: str | None = None,
     bootstrap: bool = True,
     settings: dict | None = None,
+    hop_rule: str = ev.DEFAULT_HOP_RULE,
 ) -> DetectResult:
     """Detect and report sleep-sound events in a recording of any length (module docstring).
 
@@ -140,8 +146,12 @@ def detect(
         operating_point: ``far=<n>/h`` or ``recall=<r>`` (default: argmax).
         bootstrap: bootstrap confidence intervals of the scores (with ``truth``).
         settings: recorded as is in the summary (a folder run compares it to resume).
+        hop_rule: how covering windows combine into a hop interval (:data:`.events.HOP_RULES`;
+            ``mean``: the earlier rule, kept for comparison).
     """
     t0 = time.perf_counter()
+    if hop_rule not in ev.HOP_RULES:
+        raise ValueError(f"hop_rule must be one of {ev.HOP_RULES}, got {hop_rule!r}")
     path = Path(recording)
     out = Path(out_dir) if out_dir is not None else RESULTS_DIR / DETECT_SUBDIR / path.stem
     geo = Geometry.from_seconds(window, hop)
@@ -167,8 +177,12 @@ def detect(
         min_duration,
         max_gap,
         thresholds=thresholds,
+        hop_rule=hop_rule,
     )
+    cuts = screening.source_cuts(found, track.mean_square, hop, track.bin_s)
+    found = ev.split_events(found, cuts, hop_probs, clf.classes, hop)
     screened = screening.screen_events(found, track.mean_square, track.bin_s)
+    wearer = [f for f, s in zip(found, screened, strict=True) if s.source != "partner"]
     elapsed = time.perf_counter() - t0
     summary = {
         "recording": {
@@ -190,6 +204,10 @@ def detect(
             "max_gap_s": max_gap,
             "background": ev.BACKGROUND,
             "near_silence_dbfs": NEAR_SILENCE_DBFS,
+            "hop_rule": hop_rule,
+            "source_window_s": screening.SOURCE_WINDOW_S,
+            "source_min_s": screening.SOURCE_MIN_S,
+            "source_splits": len(cuts),
         },
         "processing": {
             "seconds": elapsed,  # loading the model, decoding, features, model, events
@@ -211,7 +229,9 @@ def detect(
         off_tol = max(ev.OFFSET_TOL, tol)
         summary["scores"] = {
             "truth": str(Path(truth).resolve()),
-            **scoring.own_scores(found, truth_events, clf.classes, duration, tol, off_tol),
+            **scoring.own_scores(
+                found, truth_events, clf.classes, duration, tol, off_tol, wearer=wearer
+            ),
             "library_scores": scoring.evaluate_night(
                 path.stem,
                 hop_probs,
@@ -223,6 +243,7 @@ def detect(
                 tol,
                 off_tol,
                 bootstrap=bootstrap,
+                wearer=wearer,
             ),
         }
         summary["scores"]["unscored_truth_labels"] = sorted(
@@ -437,6 +458,13 @@ def _print_summary(summary: dict) -> None:
             f"vs truth: event F1 {micro['f1']:.3f} (P {micro['precision']:.3f}, "
             f"R {micro['recall']:.3f}), frame accuracy {scores['frame_accuracy']:.3f}{extra}"
         )
+        if "events_wearer" in scores:
+            own = scores["events_wearer"]["micro"]
+            say(
+                f"wearer's events (partner-attributed left out): event F1 {own['f1']:.3f} "
+                f"(P {own['precision']:.3f}, R {own['recall']:.3f}), frame accuracy "
+                f"{scores['frame_accuracy_wearer']:.3f}"
+            )
     sn = scr["snore"]
     say(
         f"{sum(scr['events'].values())} events; snore index {sn['index_per_h']:.1f}/h "

@@ -1,10 +1,26 @@
 """From window probabilities to sleep-sound events, and how events are scored: pure functions.
 
 Detection classifies overlapping windows (``window`` seconds every ``hop`` seconds). The timeline
-is cut into *hop intervals* ``[j * hop, (j + 1) * hop)``; each interval gets the mean class
-probabilities of every window that covers it (a window covers an interval when the interval's
-centre lies inside the window) and a label: the arg-max, or with an operating point the most
-probable class above its threshold (:func:`decide`). Consecutive intervals with the same label
+is cut into *hop intervals* ``[j * hop, (j + 1) * hop)``; a window *covers* an interval when the
+interval's centre lies inside the window. Each interval gets class probabilities from the windows
+covering it (:data:`HOP_RULES`) and a label: the arg-max, or with an operating point the most
+probable class above its threshold (:func:`decide`).
+
+Hop rule ``localised`` (the default): the interval's background probability is the **largest**
+background probability of its covering windows, the other classes share the rest in proportion
+to their mean over those windows. Models are trained on clips of 0.5-3 s zero-padded to the
+window, labelled as a whole, so a window holding any part of a sound is called that sound (on
+the demo night a window with 0.5 s of snoring at its end already says snore 0.93, the window one
+hop earlier quiet 0.90). An interval is then inside a sound exactly when *every* window covering
+it hears the sound, and the max of the background finds the sound's edges to one hop. The old
+rule ``mean`` (every class the mean of the covering windows) labels an interval as the sound as
+soon as most covering windows hold a bit of it: every edge moved outwards by about half a window
+(``(window - hop) / 2``, 2 s at 5 s / 1 s), and gaps shorter than ``window + (window - hop)
+/ 2`` vanished (``localised``: shorter than a window).
+The price of ``localised``: one window wrongly called background inside a sound cuts a
+window-long hole (measured: no such window among 615 windows lying inside true breathe/snore
+events of four synthetic nights; largest background probability 0.04). Tasks without the
+background class use the mean. Consecutive intervals with the same label
 form segments; two segments of the same non-background label separated by at most ``max_gap``
 seconds are bridged (the gap takes their label), then non-background segments shorter than
 ``min_duration`` seconds fall back to the background. What remains of each non-background label
@@ -43,6 +59,8 @@ ONSET_TOL = 1.0  # s: one hop at the default detection settings
 OFFSET_TOL = 1.0  # s
 OFFSET_FRAC = 0.2  # offsets may also differ by 20 % of the true event's duration
 FRAME_RESOLUTION = 0.1  # s: grid of frame_accuracy
+HOP_RULES = ("localised", "mean")  # how covering windows combine into a hop interval
+DEFAULT_HOP_RULE = "localised"
 TRUTH_COLUMNS = ("label", "start", "end")
 
 
@@ -72,24 +90,60 @@ def n_hops(duration: float, hop: float) -> int:
     return max(1, math.ceil(round(duration / hop, 9)))
 
 
-def hop_probabilities(window_probs: np.ndarray, windows_per_hop: float, n: int) -> np.ndarray:
-    """Mean probabilities of the windows covering each of ``n`` hop intervals.
+def covering_windows(windows_per_hop: float, n: int, n_windows: int) -> tuple[np.ndarray, ...]:
+    """(first, end_exclusive) window of the windows covering each of ``n`` hop intervals.
 
     Window ``w`` spans ``[w, w + windows_per_hop)`` in hop units (``windows_per_hop`` =
     window / hop) and covers interval ``j`` when ``j + 0.5`` lies inside it. An interval no window
-    covers (possible only past the last window) takes the last window's probabilities.
-
-    window_probs: [W, K]. Returns [n, K] float64.
+    covers (possible only past the last window) gets the last window.
     """
-    probs = np.asarray(window_probs, dtype=np.float64)
-    n_windows = probs.shape[0]
-    csum = np.vstack([np.zeros((1, probs.shape[1])), np.cumsum(probs, axis=0)])
     j = np.arange(n)
     lo = np.clip(np.floor(j + 0.5 - windows_per_hop).astype(int) + 1, 0, n_windows)
     hi = np.clip(j + 1, 0, n_windows)  # exclusive
     empty = hi <= lo
     lo[empty], hi[empty] = n_windows - 1, n_windows
-    return (csum[hi] - csum[lo]) / (hi - lo)[:, None]
+    return lo, hi
+
+
+def hop_probabilities(
+    window_probs: np.ndarray, windows_per_hop: float, n: int, background: int | None = None
+) -> np.ndarray:
+    """Probabilities of each of ``n`` hop intervals from the windows covering it
+    (:func:`covering_windows`).
+
+    ``background`` None: the mean of the covering windows (hop rule ``mean``). ``background`` =
+    the background's class index: hop rule ``localised`` (module docstring): the background
+    takes the largest background probability of the covering windows, every other class its
+    mean scaled so that the row sums to one (all background when the means are all background).
+
+    window_probs: [W, K]. Returns [n, K] float64.
+    """
+    probs = np.asarray(window_probs, dtype=np.float64)
+    lo, hi = covering_windows(windows_per_hop, n, probs.shape[0])
+    csum = np.vstack([np.zeros((1, probs.shape[1])), np.cumsum(probs, axis=0)])
+    mean = (csum[hi] - csum[lo]) / (hi - lo)[:, None]
+    if background is None:
+        return mean
+    bg = _window_max(probs[:, background], lo, hi)
+    others = np.delete(np.arange(probs.shape[1]), background)
+    rest = mean[:, others].sum(axis=1)
+    out = np.zeros_like(mean)
+    nonzero = rest > 0
+    out[np.ix_(nonzero, others)] = (
+        mean[np.ix_(nonzero, others)] * ((1.0 - bg[nonzero]) / rest[nonzero])[:, None]
+    )
+    out[:, background] = np.where(nonzero, bg, 1.0)
+    return out
+
+
+def _window_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """max(values[lo[j]:hi[j]]) for every j (each span non-empty, at most a window long)."""
+    width = int((hi - lo).max()) if len(lo) else 0
+    out = np.full(len(lo), -np.inf)
+    for k in range(width):  # a window holds a handful of hops: one vector pass per offset
+        idx = np.minimum(lo + k, hi - 1)
+        out = np.maximum(out, values[idx])
+    return out
 
 
 # ----------------------------------------------------------------------------- hops -> events
@@ -192,6 +246,28 @@ def labels_to_events(
     return events
 
 
+def split_events(
+    events: Sequence[Event], cuts: Iterable[float], probs: np.ndarray, classes, hop: float
+) -> list[Event]:
+    """Cut every event at the ``cuts`` (seconds) strictly inside it; each piece's confidence is
+    the mean probability of its label over its hop intervals (``probs`` [n, K])."""
+    cuts = sorted(set(cuts))
+    out = []
+    for e in events:
+        inner = [c for c in cuts if e.start < c < e.end]
+        if not inner:
+            out.append(e)
+            continue
+        k = list(classes).index(e.label)
+        edges = [e.start, *inner, e.end]
+        for a, b in zip(edges[:-1], edges[1:], strict=True):
+            first = int(round(a / hop))
+            end = max(first + 1, math.ceil(round(b / hop, 9)))
+            conf = float(np.mean(probs[first:end, k]))
+            out.append(Event(e.label, a, b, conf))
+    return out
+
+
 def windows_to_events(
     window_probs: np.ndarray,
     classes: Sequence[str],
@@ -202,16 +278,21 @@ def windows_to_events(
     max_gap: float = DEFAULT_MAX_GAP,
     background: str = BACKGROUND,
     thresholds: dict[str, float] | None = None,
+    hop_rule: str = DEFAULT_HOP_RULE,
 ) -> tuple[list[Event], np.ndarray, np.ndarray]:
     """The whole chain: window probabilities [W, K] -> (events, hop probs [n, K], hop labels [n]).
 
-    Each hop interval is decided by :func:`decide` (argmax, or per-class ``thresholds``). The
-    returned hop labels are after bridging and the minimum duration. A task without the
-    background class gets no background: every interval is then some event.
+    Hop probabilities follow ``hop_rule`` (:data:`HOP_RULES`, module docstring). Each hop
+    interval is decided by :func:`decide` (argmax, or per-class ``thresholds``). The returned hop
+    labels are after bridging and the minimum duration. A task without the background class gets
+    no background (and the mean rule): every interval is then some event.
     """
-    probs = hop_probabilities(window_probs, window / hop, n_hops(duration, hop))
-    labels = decide(probs, classes, thresholds, background)
+    if hop_rule not in HOP_RULES:
+        raise ValueError(f"hop rule must be one of {HOP_RULES}, got {hop_rule!r}")
     bg = list(classes).index(background) if background in classes else -1
+    local = bg if hop_rule == "localised" and bg >= 0 else None
+    probs = hop_probabilities(window_probs, window / hop, n_hops(duration, hop), local)
+    labels = decide(probs, classes, thresholds, background)
     labels = smooth_labels(labels, bg, hop, min_duration, max_gap)
     return labels_to_events(labels, probs, classes, hop, duration, background), probs, labels
 

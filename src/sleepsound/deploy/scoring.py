@@ -22,6 +22,16 @@ Two score timelines go to the library, both in its format (a DataFrame per recor
 (events cut at the piece edges), so the interval shows how much the figure depends on which
 parts of the night are scored.
 
+**Two sets of detections are scored.** All of them (``events``, ``frame_accuracy`` and the
+library's figures): the classifier and its post-processing, whoever made the sound. And the
+**wearer's** (``events_wearer``, ``frame_accuracy_wearer``, ``library_scores.wearer``): without
+the events attributed to the partner (:mod:`.screening`), i.e. what the screening reports as the
+wearer's. The task's classes are the wearer's sounds; a partner's sound is ``non_wearer`` in the
+truth, outside the task, so background for scoring; a detection the screening gives to the
+partner claims no wearer's sound, so it is no false positive of the wearer's task, and a
+wearer's sound wrongly given to the partner is a miss there. PSDS needs no decisions and is
+computed once, on the probabilities (no attribution).
+
 What the library lacks stays ours (:mod:`.events`): frame accuracy on a 0.1 s grid, and the
 per-label greedy matcher whose micro F1 the tests cross-check against the library's collar F1.
 Scored labels are the model's non-background classes that occur in the truth; truth events of
@@ -65,6 +75,7 @@ MIN_CHUNK_S = 60.0  # a last piece shorter than this joins the previous one
 BOOTSTRAP = {"n_folds": 5, "n_iterations": 20}
 CONFIDENCE = 0.9
 DECISION_THRESHOLD = 0.5
+JOIN_GAP_S = 0.001  # s: gap the decision timeline puts between two touching same-label events
 PSDS_DECIMALS = 2  # PSDS sweeps every distinct score: 101 thresholds bound its cost on a night
 
 
@@ -123,6 +134,25 @@ def decision_scores(events: Sequence[ev.Event], labels: Sequence[str], timestamp
     return out
 
 
+def decision_frame(events: Sequence[ev.Event], labels: Sequence[str], timestamps: np.ndarray):
+    """The library's frame of the events as decisions (:func:`decision_scores`) on the hop
+    grid, with a ``JOIN_GAP_S`` interval of 0 before every event that starts where one of its
+    label ends (an event cut where its source changed), so that the library sees the same
+    events detection reported instead of one merged event."""
+    stamps = np.asarray(timestamps, dtype=float)
+    ends = {(e.label, round(e.end, 6)) for e in events if e.label in labels}
+    joins = sorted(
+        {(e.label, round(e.start, 6)) for e in events if (e.label, round(e.start, 6)) in ends}
+    )
+    if joins:
+        before = [t - JOIN_GAP_S for _, t in joins]
+        stamps = np.unique(np.round(np.concatenate([stamps, before]), 6))
+    scores = decision_scores(events, labels, stamps)
+    for label, t in joins:
+        scores[np.isclose(stamps[:-1], t - JOIN_GAP_S), list(labels).index(label)] = 0.0
+    return score_frame(scores, stamps, labels)
+
+
 def _chunks(duration: float) -> list[tuple[float, float]]:
     edges = list(np.arange(0.0, duration, CHUNK_S)) + [duration]
     if len(edges) > 2 and edges[-1] - edges[-2] < MIN_CHUNK_S:
@@ -169,9 +199,12 @@ def evaluate_night(
     onset_tol: float,
     offset_tol: float,
     bootstrap: bool = True,
+    wearer: Sequence[ev.Event] | None = None,
 ) -> dict:
-    """Every score of one night (see the module docstring); JSON-ready."""
-    collar_based, intersection_based, segment_based = _library()
+    """Every score of one night (see the module docstring); JSON-ready. ``wearer``: the
+    detections not attributed to the partner, scored apart as ``wearer`` (collar and
+    intersection F1)."""
+    _, intersection_based, segment_based = _library()
     model_labels = [c for c in classes if c != ev.BACKGROUND]
     labels = [c for c in model_labels if any(t.label == c for t in truth_events)]
     unscored = sorted({t.label for t in truth_events} - set(model_labels))
@@ -186,7 +219,7 @@ def evaluate_night(
     durations = {audio_id: float(stamps[-1])}
     rounded = np.round(np.asarray(hop_probs)[:, cols], PSDS_DECIMALS)
     probs = {audio_id: score_frame(rounded, stamps, labels)}
-    decisions = {audio_id: score_frame(decision_scores(found, labels, stamps), stamps, labels)}
+    decisions = {audio_id: decision_frame(found, labels, stamps)}
     collar = {"onset_collar": onset_tol, "offset_collar": offset_tol, "offset_collar_rate": 0.2}
 
     psds = {}
@@ -196,10 +229,7 @@ def evaluate_night(
             setting = {**setting, "cttc_threshold": None, "alpha_ct": 0.0}
         value, *_ = intersection_based.psds(probs, gt, durations, **setting)
         psds[name] = {"value": float(value), "settings": setting}
-    f_c, p_c, r_c, stats_c = collar_based.fscore(decisions, gt, DECISION_THRESHOLD, **collar)
-    f_i, p_i, r_i, _ = intersection_based.fscore(
-        decisions, gt, DECISION_THRESHOLD, **INTERSECTION_F1
-    )
+    f1s = _decision_f1(decisions, gt, labels, collar)
     er, ir, dr, _ = segment_based.error_rate(
         decisions, gt, durations, DECISION_THRESHOLD, segment_length=SEGMENT_S
     )
@@ -207,23 +237,7 @@ def evaluate_night(
         {
             "library": "sed_scores_eval",
             "psds": psds,
-            "collar_f1": {
-                "micro": _micro(f_c),
-                "precision": _micro(p_c),
-                "recall": _micro(r_c),
-                "per_label": {c: float(f_c[c]) for c in labels},
-                "counts": {
-                    c: {k: int(stats_c[c][k]) for k in ("tps", "fps", "n_ref")} for c in labels
-                },
-                **collar,
-            },
-            "intersection_f1": {
-                "micro": _micro(f_i),
-                "precision": _micro(p_i),
-                "recall": _micro(r_i),
-                "per_label": {c: float(f_i[c]) for c in labels},
-                **INTERSECTION_F1,
-            },
+            **f1s,
             "segment_error_rate": {
                 "macro": float(er["macro_average"]),
                 "insertion_rate": float(ir["macro_average"]),
@@ -233,6 +247,12 @@ def evaluate_night(
             },
         }
     )
+    if wearer is not None:
+        own = {audio_id: decision_frame(wearer, labels, stamps)}
+        out["wearer"] = {
+            "note": "detections attributed to the partner left out",
+            **_decision_f1(own, gt, labels, collar),
+        }
     if bootstrap and len(_chunks(duration)) >= BOOTSTRAP["n_folds"]:
         out["bootstrap"] = _bootstrap(audio_id, probs, decisions, truth, duration, collar)
     elif bootstrap:
@@ -240,6 +260,32 @@ def evaluate_night(
             "note": f"night shorter than {BOOTSTRAP['n_folds']} pieces of {CHUNK_S:.0f} s"
         }
     return out
+
+
+def _decision_f1(decisions, gt, labels, collar) -> dict:
+    """Collar-based and intersection-based F1 of a decision timeline (JSON-ready)."""
+    collar_based, intersection_based, _ = _library()
+    f_c, p_c, r_c, stats_c = collar_based.fscore(decisions, gt, DECISION_THRESHOLD, **collar)
+    f_i, p_i, r_i, _ = intersection_based.fscore(
+        decisions, gt, DECISION_THRESHOLD, **INTERSECTION_F1
+    )
+    return {
+        "collar_f1": {
+            "micro": _micro(f_c),
+            "precision": _micro(p_c),
+            "recall": _micro(r_c),
+            "per_label": {c: float(f_c[c]) for c in labels},
+            "counts": {c: {k: int(stats_c[c][k]) for k in ("tps", "fps", "n_ref")} for c in labels},
+            **collar,
+        },
+        "intersection_f1": {
+            "micro": _micro(f_i),
+            "precision": _micro(p_i),
+            "recall": _micro(r_i),
+            "per_label": {c: float(f_i[c]) for c in labels},
+            **INTERSECTION_F1,
+        },
+    }
 
 
 def _bootstrap(audio_id, probs, decisions, truth, duration, collar) -> dict:
@@ -262,13 +308,19 @@ def _bootstrap(audio_id, probs, decisions, truth, duration, collar) -> dict:
     return out
 
 
-def own_scores(found, truth_events, classes, duration, onset_tol, offset_tol) -> dict:
-    """Our matcher (for the cross-check) and frame accuracy (the library has no such figure)."""
+def own_scores(found, truth_events, classes, duration, onset_tol, offset_tol, wearer=None) -> dict:
+    """Our matcher (for the cross-check) and frame accuracy (the library has no such figure);
+    with ``wearer`` (the detections not attributed to the partner) the same figures for them
+    (``events_wearer``, ``frame_accuracy_wearer``; module docstring)."""
     labels = [c for c in classes if c != ev.BACKGROUND]
-    return {
-        "events": ev.score_events(
-            found, truth_events, onset_tol=onset_tol, offset_tol=offset_tol, labels=labels
-        ),
-        "frame_accuracy": ev.frame_accuracy(found, truth_events, duration, labels=labels),
-        "frame_resolution_s": ev.FRAME_RESOLUTION,
-    }
+    sets = {"": found} if wearer is None else {"": found, "_wearer": wearer}
+    out: dict = {}
+    for suffix, events in sets.items():
+        out[f"events{suffix}"] = ev.score_events(
+            events, truth_events, onset_tol=onset_tol, offset_tol=offset_tol, labels=labels
+        )
+        out[f"frame_accuracy{suffix}"] = ev.frame_accuracy(
+            events, truth_events, duration, labels=labels
+        )
+    out["frame_resolution_s"] = ev.FRAME_RESOLUTION
+    return out
