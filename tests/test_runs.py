@@ -89,6 +89,12 @@ def test_one_resume_decision(cache, tmp_path):
     assert runs.resume_decision(run, cfg.model_dump(mode="json"), {"train": "other"}).state == (
         "changed"
     )
+    # a run saved before a config field existed (schedule) trained at that field's default
+    saved = json.loads(runs.config_path(run).read_text())
+    del saved["schedule"]
+    runs.config_path(run).write_text(json.dumps(saved))
+    assert decide(cfg).state == "complete"
+    assert decide(cfg.model_copy(update={"schedule": "cosine"})).differences == ("schedule",)
     runs.metrics_path(run).unlink()
     assert decide(cfg).state == "resumable"
     runs.best_checkpoint(run).unlink()

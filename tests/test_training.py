@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import multiprocessing as mp
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ from sleepsound.features.cache import CacheError, preprocess
 from sleepsound.runs.leaderboard import COLUMNS, read_leaderboard, upsert_row
 from sleepsound.taxonomy import LABELS
 from sleepsound.training.metrics import classification_metrics
-from sleepsound.training.train import evaluate_run, train_run
+from sleepsound.training.train import convergence, epoch_lr, evaluate_run, train_run
 
 FAST = dict(epochs=3, batch_size=16, patience=3, threads=1)
 
@@ -71,13 +72,17 @@ def test_same_seed_same_metrics(tone_cache, tmp_path):
 
 
 def test_resume_equals_uninterrupted(tone_cache, tmp_path):
-    full = train_run(config(tone_cache, tmp_path / "full", model="crnn", epochs=3), progress=False)
+    """With the cosine schedule: the resumed run must take up the learning rate of its epoch."""
+    full = train_run(
+        config(tone_cache, tmp_path / "full", model="crnn", epochs=3, schedule="cosine"),
+        progress=False,
+    )
     results = tmp_path / "cut"
     code = (
         "from sleepsound.config import TrainConfig; from sleepsound.training.train import "
         f"train_run; train_run(TrainConfig(cache_dir={str(tone_cache)!r}, "
         f"results_dir={str(results)!r}, model='crnn', epochs=3, batch_size=16, patience=3, "
-        "threads=1), resume=True, progress=False)"
+        "threads=1, schedule='cosine'), resume=True, progress=False)"
     )
     crash = crashrun.command("train.epoch_saved", 1, "-c", code)
     proc = subprocess.run(crash, capture_output=True, text=True)
@@ -91,6 +96,31 @@ def test_resume_equals_uninterrupted(tone_cache, tmp_path):
     m_full = json.loads((full / "metrics.json").read_text())
     m_cut = json.loads((run / "metrics.json").read_text())
     assert m_cut["test"] == m_full["test"] and m_cut["best_epoch"] == m_full["best_epoch"]
+    lrs = [float(r["lr"]) for r in csv.DictReader(open(run / "epochs.csv"))]
+    assert lrs == pytest.approx([1e-3, 0.75e-3, 0.25e-3])  # cos(0), cos(pi/3), cos(2pi/3)
+
+
+def test_learning_rate_schedules():
+    constant = TrainConfig(lr=0.01, epochs=4)
+    assert [epoch_lr(constant, e) for e in (1, 2, 3, 4)] == [0.01] * 4
+    cosine = TrainConfig(lr=0.01, epochs=4, schedule="cosine")
+    lrs = [epoch_lr(cosine, e) for e in (1, 2, 3, 4)]
+    assert lrs[0] == 0.01 and all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert lrs[-1] == pytest.approx(0.01 * (1 - math.cos(math.pi / 4)) / 2)
+
+
+@pytest.mark.parametrize(
+    "f1, stopped, expected",
+    [
+        ([0.5, 0.6, 0.7, 0.8], True, "early stop"),
+        ([0.5, 0.7, 0.705, 0.7, 0.71], False, "plateau"),  # last 2: +0.005 over the best before
+        ([0.5, 0.7, 0.69, 0.75, 0.71], False, "improving"),  # +0.05: still improving at the cap
+        ([0.5, 0.6], False, "improving"),  # no epochs before the window to compare with
+    ],
+)
+def test_convergence(f1, stopped, expected):
+    history = [{"val_macro_f1": v} for v in f1]
+    assert convergence(history, stopped, window=2) == expected
 
 
 def test_artifacts_and_leaderboard(tone_cache, tmp_path):

@@ -146,6 +146,10 @@ class TrainConfig(Strict):
     grad_clip: float = Field(0.0, ge=0, allow_inf_nan=False)  # 0: no clipping
     class_weights: str = "reference"  # "reference" | "balanced" | "none" | "1.0,1.5,5.5"
     patience: int = Field(5, ge=1)
+    # Learning rate per epoch: "constant" (the reference policy) or "cosine", which decays it
+    # from lr in epoch 1 to near 0 in the last epoch (see training.train.epoch_lr), so a run
+    # ends with small steps and its validation score settles within its epoch budget.
+    schedule: Literal["constant", "cosine"] = "constant"
     seed: int = 42
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     # Input length policy: "bucket" crops each clip's padding to a multiple of bucket_frames

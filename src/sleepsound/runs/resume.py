@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sleepsound.config import TrainConfig
 from sleepsound.runs import layout
 from sleepsound.runs.rundir import read_config, read_metrics, run_status
 
@@ -23,6 +24,17 @@ CHANGED = "changed"  # made with another config, cache or teacher
 # memory limit only decides how the data path holds the split (tests/test_data_path.py shows
 # identical metrics in and out of memory).
 RESULT_NEUTRAL = frozenset({"memory_limit"})
+
+
+def _saved_value(saved: Mapping, key: str):
+    """A saved config's value of ``key``; a key that runs made before it existed lack counts
+    as its TrainConfig default (e.g. ``schedule``: those runs trained at a constant rate)."""
+    if key in saved or key not in TrainConfig.model_fields:
+        return saved.get(key)
+    field_info = TrainConfig.model_fields[key]
+    if field_info.default_factory is not None:
+        return None
+    return field_info.default
 
 
 @dataclass(frozen=True)
@@ -72,7 +84,7 @@ def resume_decision(
     except (OSError, ValueError) as exc:
         return Decision(RESTART, f"config unreadable ({exc})")
     diffs = tuple(
-        sorted(k for k in config if k not in RESULT_NEUTRAL and saved.get(k) != config[k])
+        sorted(k for k in config if k not in RESULT_NEUTRAL and _saved_value(saved, k) != config[k])
     )
     if diffs:
         return Decision(CHANGED, f"the config differs in {list(diffs)}", diffs)

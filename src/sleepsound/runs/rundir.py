@@ -105,7 +105,8 @@ def write_env(run_dir: Path, device: str) -> None:
 
 
 def write_epochs(run_dir: Path, fields: list[str], history: list[dict]) -> None:
-    write_csv(layout.epochs_path(run_dir), fields, [[r[k] for k in fields] for r in history])
+    rows = [[r.get(k, "") for k in fields] for r in history]  # "": a field older runs lack
+    write_csv(layout.epochs_path(run_dir), fields, rows)
 
 
 def environment(device: str) -> dict:

@@ -11,6 +11,7 @@ interruption reaches exactly the result of an uninterrupted run.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -41,8 +42,10 @@ from sleepsound.training.metrics import classification_metrics
 
 EVAL_BATCH = 256  # batch size of evaluation passes (no gradients: larger is faster)
 AUGMENT_STREAM = 1  # augmentation draws come from their own (seed, epoch, 1) generator
+PLATEAU_TOL = 0.01  # validation macro-F1 gain that still counts as "plateaued" (convergence)
 EPOCH_FIELDS = [
     "epoch",
+    "lr",
     "train_loss",
     "val_loss",
     "val_acc",
@@ -88,6 +91,28 @@ def class_weights(spec: str, train: SplitData) -> list[float]:
     if len(values) != k:
         raise ValueError(f"{len(values)} class weights given for {k} classes {train.classes}")
     return values
+
+
+def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate of ``epoch`` (1-based): ``cfg.lr`` throughout ("constant"), or with
+    "cosine" ``lr * (1 + cos(pi * (epoch - 1) / epochs)) / 2``: ``lr`` in epoch 1, falling to
+    ``lr * (1 - cos(pi / epochs)) / 2`` (2.5 % of it at 10 epochs) in the last."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    return cfg.lr * (1.0 + math.cos(math.pi * (epoch - 1) / cfg.epochs)) / 2.0
+
+
+def convergence(history: list[dict], stopped_early: bool, window: int) -> str:
+    """How a run ended: ``"early stop"`` (patience ran out), ``"plateau"`` (it reached its
+    epoch budget, and the best validation macro-F1 of its last ``window`` epochs is at most
+    :data:`PLATEAU_TOL` above the best before them) or ``"improving"`` (stopped by the epoch
+    budget while still improving: not converged)."""
+    if stopped_early:
+        return "early stop"
+    f1 = [row["val_macro_f1"] for row in history]
+    if len(f1) <= window or max(f1[-window:]) - max(f1[:-window]) > PLATEAU_TOL:
+        return "improving"
+    return "plateau"
 
 
 def autocast(device: torch.device, precision: str):
@@ -273,6 +298,9 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
         model.train()
         rng = np.random.default_rng([cfg.seed, epoch])
         aug_rng = np.random.default_rng([cfg.seed, epoch, AUGMENT_STREAM])
+        lr = epoch_lr(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         t0, total_loss, seen = time.perf_counter(), 0.0, 0
         with progress_bar(
             f"{run_name} epoch {epoch}/{cfg.epochs}", len(train), enabled=progress
@@ -303,6 +331,7 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
         val_metrics, _ = evaluate(model, val, cfg, spec, weight, device)
         row = {
             "epoch": epoch,
+            "lr": lr,
             "train_loss": total_loss / seen,
             "val_loss": val_metrics["loss"],
             "val_acc": val_metrics["acc"],
@@ -328,7 +357,7 @@ def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
         runs.write_epochs(run_dir, EPOCH_FIELDS, state["history"])
         reached("train.epoch_saved", run_dir=run_dir, epoch=epoch)
         say(
-            f"epoch {epoch}: train loss {row['train_loss']:.4f}, val macro-F1 "
+            f"{run_name} epoch {epoch}: train loss {row['train_loss']:.4f}, val macro-F1 "
             f"{row['val_macro_f1']:.4f} (best {state['best_f1']:.4f} @ {state['best_epoch']}), "
             f"{row['samples_per_s']:.0f} samples/s"
         )
@@ -375,6 +404,7 @@ def finish_run(
             "patience": cfg.patience,
             "bad_epochs": state["bad_epochs"],
             "stopped_early": state["stopped_early"],
+            "convergence": convergence(state["history"], state["stopped_early"], cfg.patience),
         },
         "duration_s": seconds,
         "train_seconds": state["train_seconds"],
