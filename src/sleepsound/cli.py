@@ -416,6 +416,9 @@ def campaign(
     executor: str | None = typer.Option(
         None, "--executor", help="local (default: one run after another) or ray (in parallel)."
     ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Local: runs at once in worker processes (default 1)."
+    ),
     address: str | None = typer.Option(
         None, "--address", help="Ray cluster: auto or HOST:PORT (default: a local instance)."
     ),
@@ -437,8 +440,8 @@ def campaign(
     if resume and fresh_start:
         _fail(ValueError("--resume and --fresh-start exclude each other"))
     overrides = _set(
-        kind=executor, address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
-        retries=retries,
+        kind=executor, workers=workers, address=address, cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run, retries=retries,
     )  # fmt: skip
     try:
         for folder, option in ((results_dir, "--results-dir"), (cache_dir, "--cache-dir")):

@@ -25,9 +25,11 @@ runs, the teacher, the gate and the phase-2 distillation grid::
     }
 
 ``executor`` (optional; command-line flags override it) says where the runs execute:
-``local`` (default: one after another in this process) or ``ray`` (in parallel on a Ray
-cluster, each run asking for ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs, retried up to
-``retries`` times). It never changes what a run computes, so it is not part of any run config.
+``local`` (default: one after another in this process; with ``"workers": N``, up to N at
+once in worker processes on this machine) or ``ray`` (in parallel on a Ray cluster, each run
+asking for ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs, retried up to ``retries`` times).
+It never changes what a run computes (given its ``threads``), so it is not part of any run
+config.
 
 A run spec is ``{"model", "model_kwargs", "grid", "overrides", "label"}``: ``grid`` expands
 into one run per combination of model keyword values, ``overrides`` sets any
@@ -270,6 +272,7 @@ class ExecutorSpec(Strict):
     """Where runs execute (see the module docstring); defaults: local, 1 CPU, no GPU."""
 
     kind: Literal["local", "ray"] = "local"
+    workers: int = Field(1, ge=1)  # local: runs at once in worker processes (1: in-process)
     address: str | None = None  # Ray: None starts a local instance; "auto" or HOST:PORT joins
     cpus_per_run: float = Field(1.0, gt=0, allow_inf_nan=False)
     gpus_per_run: float = Field(0.0, ge=0, allow_inf_nan=False)

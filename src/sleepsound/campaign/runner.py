@@ -22,7 +22,8 @@ Run directories stay in ``<results_dir>/runs/<run name>/`` like any other run, a
 finished run gets its leaderboard row. A failing run is recorded and the campaign goes on.
 
 Executors: the runs of one phase (all seeds) form one batch. The local executor (default) runs
-a batch one run after another in this process; the Ray executor
+a batch one run after another in this process, or with ``workers`` > 1 in that many worker
+processes on this machine (:mod:`sleepsound.campaign.pool_executor`); the Ray executor
 (:mod:`sleepsound.campaign.ray_executor`) runs it in parallel on a Ray cluster, with retries.
 Both call :func:`sleepsound.campaign.execute.run_one` for each run and report through the same
 ``_Campaign`` methods, so plan, gate, files and results are the same.
@@ -260,6 +261,13 @@ def run_slots(spec: ExecutorSpec, cpus: float, gpus: float) -> int:
 
 def resources_line(spec: ExecutorSpec, steps: list[PlannedRun]) -> str:
     """What the executor will ask for (``--dry-run``)."""
+    if spec.kind == "local" and spec.workers > 1:
+        from sleepsound.campaign.pool_executor import threads_per_worker
+
+        return (
+            f"executor local: up to {spec.workers} runs at once in worker processes on this "
+            f"machine, {threads_per_worker(spec.workers)} thread(s) each unless a run sets threads"
+        )
     if spec.kind == "local":
         return "executor local: one run at a time in this process (--executor ray: in parallel)"
     widest = max((c["total"] for p, c in plan_counts(steps).items() if p != "gate"), default=0)
@@ -624,6 +632,10 @@ def make_executor(spec: ExecutorSpec, progress: bool = True) -> Executor:
     """The executor the manifest (after command-line overrides) asks for; Ray is imported only
     here, only when asked for."""
     if spec.kind == "local":
+        if spec.workers > 1:
+            from sleepsound.campaign.pool_executor import PoolExecutor
+
+            return PoolExecutor(spec.workers)
         return LocalExecutor()
     try:
         from sleepsound.campaign.ray_executor import RayExecutor

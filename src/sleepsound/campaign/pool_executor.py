@@ -1,0 +1,123 @@
+"""The local pool executor: a campaign's runs in parallel worker processes on this machine
+(``"executor": {"kind": "local", "workers": N}`` or ``campaign --workers N``).
+
+Each run is :func:`sleepsound.campaign.execute.run_one` in a spawned process of its own (at
+most ``N`` at once), so the runs and files are those of the one-after-another local executor.
+Without Ray, a cluster or its start-up time, it fills a multi-core machine with small runs:
+small models use two threads poorly, so two one-thread runs together train more samples per
+second than one two-thread run (``benchmarks/campaign_scaling.py``).
+
+- **Threads**: a run whose config leaves ``threads`` unset uses ``CPUs // N`` threads in its
+  worker. Runs are reproducible for a given thread count; for results identical to the
+  one-process executor, set ``threads`` in the manifest's ``train`` section.
+- **Order**: runs start in plan order as workers free up; at most ``N`` are running.
+- **Failures**: a run that raises is recorded failed and the others go on (``--resume``
+  continues it from its last checkpoint). A worker that dies (killed, out of memory) fails
+  its own run only, with its exit code; one process per run keeps the others alive.
+- **Ctrl-C** reaches the workers too (same process group): each marks its run failed
+  (interrupted); the driver records them, stops the pool and re-raises.
+- **Output**: no progress bars in workers (they would interleave); a line when a run starts,
+  each epoch's line named by its run, and the usual line when it ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+from multiprocessing.connection import Connection, wait
+
+from sleepsound.campaign.execute import RunJob, RunOutcome, now, run_one
+from sleepsound.campaign.runner import Executor, interrupted
+from sleepsound.progress import say
+
+JOIN_SECONDS = 30  # how long the driver waits for a worker to end after its result / Ctrl-C
+
+
+def threads_per_worker(workers: int, cpus: int | None = None) -> int:
+    """Torch threads of a run in one of ``workers`` processes on ``cpus`` CPUs (at least 1)."""
+    return max(1, (cpus or os.cpu_count() or 1) // workers)
+
+
+def _work(job: RunJob, threads: int, sender: Connection) -> None:
+    """Worker side: one run with the pool's thread count unless its config sets one; the
+    outcome goes back through ``sender``."""
+    import torch
+
+    torch.set_num_threads(job.config.threads or threads)
+    sender.send(run_one(job))
+    sender.close()
+
+
+@dataclasses.dataclass
+class _Worker:
+    job: RunJob
+    process: multiprocessing.process.BaseProcess
+    receiver: Connection
+
+
+class PoolExecutor(Executor):
+    """Runs each batch in up to ``workers`` spawned processes (see the module docstring)."""
+
+    name = "local"
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.threads = threads_per_worker(workers)
+        self.context = multiprocessing.get_context("spawn")
+
+    def run(self, camp, jobs: list[RunJob]) -> None:
+        queue = [dataclasses.replace(j, progress=False) for j in jobs]
+        flight: dict[int, _Worker] = {}  # process sentinel -> worker
+        try:
+            while queue or flight:
+                while queue and len(flight) < self.workers:
+                    worker = self._start(camp, queue.pop(0))
+                    flight[worker.process.sentinel] = worker
+                for sentinel in wait(list(flight)):
+                    camp.finished(self._outcome(camp, flight.pop(sentinel)))
+        except KeyboardInterrupt:
+            for worker in flight.values():
+                worker.process.join(JOIN_SECONDS)  # it got the SIGINT too: marks its run dir
+                if worker.process.is_alive():
+                    worker.process.kill()
+                record = camp.records[worker.job.run_name]
+                if record.state == "running":
+                    camp.finished(interrupted(worker.job, record.started))
+            raise
+
+    def _start(self, camp, job: RunJob) -> _Worker:
+        receiver, sender = self.context.Pipe(duplex=False)
+        process = self.context.Process(
+            target=_work, args=(job, self.threads, sender), name=job.run_name, daemon=True
+        )
+        camp.started(job.run_name)
+        process.start()
+        sender.close()  # the child holds the sending end now
+        say(f"{camp.records[job.run_name].phase} {job.run_name}: started (pid {process.pid})")
+        return _Worker(job, process, receiver)
+
+    @staticmethod
+    def _outcome(camp, worker: _Worker) -> RunOutcome:
+        """What the ended worker sent, or a failed outcome naming how its process died."""
+        outcome = None
+        try:
+            if worker.receiver.poll():
+                outcome = worker.receiver.recv()
+        except (EOFError, OSError):
+            outcome = None
+        worker.process.join(JOIN_SECONDS)
+        worker.receiver.close()
+        if isinstance(outcome, RunOutcome):
+            return outcome
+        code = worker.process.exitcode
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        job = worker.job
+        return RunOutcome(
+            job.run_name, "failed", camp.records[job.run_name].started, now(), "",
+            error=f"its worker process died ({how}) before reporting a result",
+            details=f"worker process {worker.process.pid} of {job.run_name} ended with {how}\n",
+        )  # fmt: skip
+
+
+__all__ = ["PoolExecutor", "threads_per_worker"]

@@ -1,0 +1,85 @@
+"""The local pool executor (``"executor": {"kind": "local", "workers": N}``): real spawned
+worker processes on this machine, the same runs as the in-process executor.
+
+A dead worker is made by ``tests/ray_faults/sitecustomize.py`` (put first on PYTHONPATH, which
+the spawned workers inherit): it calls ``os._exit(137)`` at a run's first saved epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from sleepsound import runs as art
+from sleepsound.campaign import run_campaign
+from sleepsound.campaign.pool_executor import threads_per_worker
+
+HERE = Path(__file__).resolve().parent
+FAULTS_DIR = HERE / "ray_faults"
+TRAIN = {"epochs": 2, "batch_size": 32, "threads": 1}
+
+
+def write_manifest(path: Path, results: Path, cache: Path, workers: int) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "name": "pool",
+                "cache_dir": str(cache),
+                "results_dir": str(results),
+                "seeds": [1, 2],
+                "train": TRAIN,
+                "phase1": [{"model": "tinycnn"}],
+                "executor": {"kind": "local", "workers": workers},
+            }
+        )
+    )
+    return path
+
+
+def status(result) -> dict[str, dict]:
+    with open(result.campaign_dir / "status.csv", newline="") as f:
+        return {row["run_name"]: row for row in csv.DictReader(f)}
+
+
+def scores(run_dir: str) -> dict:
+    metrics = art.read_metrics(Path(run_dir))
+    return {"validation": metrics["validation"], "test": metrics["test"]}
+
+
+def test_threads_per_worker():
+    assert threads_per_worker(2, cpus=2) == 1
+    assert threads_per_worker(3, cpus=16) == 5
+    assert threads_per_worker(4, cpus=2) == 1  # never 0
+
+
+def test_pool_runs_match_in_process_and_a_dead_worker_is_recovered(
+    tone_cache, tmp_path, monkeypatch
+):
+    one = run_campaign(
+        write_manifest(tmp_path / "one.json", tmp_path / "one", tone_cache, 1), progress=False
+    )
+    # the pool: run pool-p1_tinycnn_s2's worker dies at its first saved epoch
+    marker = tmp_path / "killed"
+    faults = tmp_path / "faults.json"
+    faults.write_text(json.dumps({"kill_once": {"pool-p1_tinycnn_s2": str(marker)}}))
+    monkeypatch.setenv("SLEEPSOUND_FAULTS", str(faults))
+    monkeypatch.setenv("PYTHONPATH", f"{FAULTS_DIR}:{Path(art.__file__).parents[2]}")
+    manifest = write_manifest(tmp_path / "pool.json", tmp_path / "pool", tone_cache, 2)
+    pool = run_campaign(manifest, progress=False)
+
+    rows = status(pool)
+    assert marker.exists(), "the fault was not injected: the worker did not die"
+    dead = rows["pool-p1_tinycnn_s2"]
+    assert dead["state"] == "failed" and "worker process died" in dead["error"]
+    assert pool.failed_runs() == ["pool-p1_tinycnn_s2"]
+    others = {n: r["state"] for n, r in rows.items() if n != "pool-p1_tinycnn_s2"}
+    assert set(others.values()) == {"complete"} and len(others) == 1
+
+    resumed = run_campaign(manifest, resume=True, progress=False)  # continues from last.pt
+    assert resumed.failed_runs() == []
+    rows, reference = status(resumed), status(one)
+    assert set(rows) == set(reference)
+    for name in reference:
+        assert rows[name]["state"] == "complete"
+        assert scores(rows[name]["run_dir"]) == scores(reference[name]["run_dir"]), name
