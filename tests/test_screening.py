@@ -309,3 +309,40 @@ def test_an_event_no_louder_than_the_floor_is_unattributed():
     quiet = screening.screen_events([E("snore", 10, 40)], flat)[0]
     loud = screening.screen_events([E("snore", 10, 40)], louder)[0]
     assert quiet.source == "unknown" and loud.source == "partner"
+
+
+def test_an_event_spanning_wearer_and_partner_is_cut_where_the_source_changes(tmp_path):
+    """One snore event over the wearer's snore (10-30 s) and the partner's sound (35-55 s), as
+    a classifier merges them: one cut between the two, the pieces attributed wearer then
+    partner (the whole event gets one source). Events of one source are never cut."""
+    track = level_track(render_night(tmp_path / "night.wav"))
+    ms = track.mean_square
+    merged = E("snore", 10.0, 55.0, 0.9)
+    cuts = screening.source_cuts([merged], ms, hop=1.0)
+    assert len(cuts) == 1 and 29.0 <= cuts[0] <= 36.0, cuts
+    pieces = [E("snore", 10.0, cuts[0]), E("snore", cuts[0], 55.0)]
+    assert [e.source for e in screening.screen_events(pieces, ms)] == ["wearer", "partner"]
+    single = [E("snore", a, b) for a, b in WEARER_SNORES + PARTNER_SOUNDS]
+    assert screening.source_cuts(single, ms, hop=1.0) == []
+    assert screening.source_cuts([E("non_wearer", 10.0, 55.0)], ms, hop=1.0) == []
+    assert screening.source_cuts([merged], ms[:, :1], hop=1.0) == []  # one channel
+
+
+def test_touching_events_stay_apart_and_partner_detections_are_scored_apart():
+    """Two touching snore events (one cut by source) are two events for the library too (its
+    collar F1 equals our matcher's); without the partner's detection the wearer's task has no
+    false positive."""
+    classes = ("quiet", "breathe", "snore")
+    truth = [E("snore", 100.0, 160.0), E("non_wearer", 160.0, 190.0)]
+    found = [E("snore", 100.0, 160.0), E("snore", 160.0, 190.0)]
+    wearer = found[:1]
+    probs = np.tile([0.9, 0.05, 0.05], (600, 1))
+    probs[100:190] = [0.0, 0.05, 0.95]
+    lib = scoring.evaluate_night(
+        "n", probs, classes, 1.0, 600.0, found, truth, 1.0, 1.0, bootstrap=False, wearer=wearer
+    )
+    own = scoring.own_scores(found, truth, classes, 600.0, 1.0, 1.0, wearer=wearer)
+    assert own["events"]["micro"]["f1"] == pytest.approx(2 / 3)
+    assert lib["collar_f1"]["micro"] == pytest.approx(2 / 3)
+    assert own["events_wearer"]["micro"]["f1"] == 1.0 == lib["wearer"]["collar_f1"]["micro"]
+    assert own["frame_accuracy_wearer"] == 1.0 > own["frame_accuracy"]
