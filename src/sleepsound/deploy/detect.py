@@ -142,7 +142,9 @@ def detect(
         threads: model calls run in parallel, each on one thread.
         onset_tol: scoring collar in seconds for onsets and offsets (default: half a window,
             at least 1 s). A window holding any part of an event tends to be classified as
-            that event, so detected boundaries move outwards by up to half a window.
+            that event; the ``localised`` hop rule undoes that (edges within a hop), the
+            ``mean`` rule left them up to half a window outside, which this default absorbed.
+            On four synthetic nights the localised figures are equal at 1 s and 2.5 s.
         operating_point: ``far=<n>/h`` or ``recall=<r>`` (default: argmax).
         bootstrap: bootstrap confidence intervals of the scores (with ``truth``).
         settings: recorded as is in the summary (a folder run compares it to resume).
