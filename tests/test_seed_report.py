@@ -90,7 +90,13 @@ def test_report_shows_the_table_and_the_augmentation_comparison(campaign, tmp_pa
         len(line) == 1 and "`seeds-p1_tinycnn_aug`" in line[0] and "`seeds-p1_tinycnn`" in line[0]
     )
     assert "Welch t-test p=" in line[0] or "NOT distinguishable" in line[0]
-    assert "Convergence: " in takeaways and "reached the epoch cap" in takeaways
+    ended = [m["early_stopping"]["convergence"] for m in metrics.values()]
+    line = [x for x in takeaways.splitlines() if x.startswith("- Convergence: ")][0]
+    assert f"{ended.count('early stop')} stopped early" in line
+    assert f"{ended.count('plateau')} reached their epoch budget on a plateau" in line
+    assert f"**{ended.count('improving')} still improving at their epoch budget**" in line
+    improving = [n for n, m in metrics.items() if m["early_stopping"]["convergence"] == "improving"]
+    assert all(f"`{n}`" in line for n in improving)
 
 
 def test_data_source_label_is_escaped_in_report_and_notebook(campaign, tmp_path):

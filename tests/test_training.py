@@ -20,8 +20,8 @@ from sleepsound.config import PreprocessConfig, TrainConfig
 from sleepsound.features.cache import CacheError, preprocess
 from sleepsound.runs.leaderboard import COLUMNS, read_leaderboard, upsert_row
 from sleepsound.taxonomy import LABELS
-from sleepsound.training.metrics import classification_metrics
-from sleepsound.training.train import convergence, epoch_lr, evaluate_run, train_run
+from sleepsound.training.metrics import classification_metrics, convergence
+from sleepsound.training.train import epoch_lr, evaluate_run, train_run
 
 FAST = dict(epochs=3, batch_size=16, patience=3, threads=1)
 
@@ -113,14 +113,16 @@ def test_learning_rate_schedules():
     "f1, stopped, expected",
     [
         ([0.5, 0.6, 0.7, 0.8], True, "early stop"),
-        ([0.5, 0.7, 0.705, 0.7, 0.71], False, "plateau"),  # last 2: +0.005 over the best before
-        ([0.5, 0.7, 0.69, 0.75, 0.71], False, "improving"),  # +0.05: still improving at the cap
-        ([0.5, 0.6], False, "improving"),  # no epochs before the window to compare with
+        ([0.5, 0.7, 0.705, 0.7, 0.71], False, "plateau"),  # means of 2: 0.7025 -> 0.705
+        ([0.5, 0.7, 0.69, 0.75, 0.71], False, "improving"),  # 0.695 -> 0.73
+        ([0.5, 0.6, 0.7], False, "improving"),  # too short to compare two windows of 2
+        ([0.5] * 6 + [0.65, 0.7, 0.6, 0.65, 0.66, 0.65], False, "plateau"),  # 12: windows of 3
+        ([0.5] * 6 + [0.6, 0.6, 0.6, 0.6, 0.6, 0.7], False, "improving"),  # 0.6 -> 0.633
     ],
 )
 def test_convergence(f1, stopped, expected):
     history = [{"val_macro_f1": v} for v in f1]
-    assert convergence(history, stopped, window=2) == expected
+    assert convergence(history, stopped) == expected
 
 
 def test_artifacts_and_leaderboard(tone_cache, tmp_path):

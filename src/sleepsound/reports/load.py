@@ -24,6 +24,7 @@ from sleepsound.campaign import summary as seedstats
 from sleepsound.campaign.manifest import PHASE_PREFIXES
 from sleepsound.config import augment_label
 from sleepsound.data.provenance import source_title
+from sleepsound.training.metrics import convergence
 
 ENV_RESULTS = "SLEEPSOUND_RESULTS_DIR"
 ENV_CAMPAIGN = "SLEEPSOUND_CAMPAIGN"
@@ -217,17 +218,33 @@ def load_runs(
         phase_of(n, k, phases.get(n, "")) for n, k in zip(df["run_name"], df["kind"], strict=True)
     ]
     df["teacher_name"] = [Path(t).name if t else "" for t in df["teacher_run"].astype(str)]
-    sources, collapsed_test, augment = [], [], []
+    sources, collapsed_test, augment, ended = [], [], [], []
     for path, fallback in zip(df["run_path"], df["data_source"], strict=True):
         cfg = read_json(runs.config_path(path)) or {}
         metrics = read_json(runs.metrics_path(path)) or {}
         sources.append(source_title(cfg["data_source"]) if "data_source" in cfg else fallback)
         collapsed_test.append(bool(metrics.get("collapsed", {}).get("test", False)))
         augment.append(augment_label(cfg.get("augment")))
+        ended.append(run_convergence(path, cfg, metrics))
     df["source"] = sources
     df["collapsed_test"] = collapsed_test
     df["augment"] = augment
+    df["convergence"] = ended
     return df
+
+
+def run_convergence(run_dir: Path, cfg: dict, metrics: dict) -> str:
+    """How a run ended (:func:`sleepsound.training.metrics.convergence`): from its metrics, or
+    for runs older than that field from its epochs.csv; "unknown" without them."""
+    stopping = metrics.get("early_stopping") or {}
+    if stopping.get("convergence"):
+        return str(stopping["convergence"])
+    try:
+        epochs = pd.read_csv(runs.epochs_path(run_dir))
+        history = [{"val_macro_f1": float(v)} for v in epochs["val_macro_f1"]]
+        return convergence(history, bool(stopping["stopped_early"]))
+    except (OSError, KeyError, ValueError, TypeError, pd.errors.ParserError):
+        return "unknown"
 
 
 def data_sources(df: pd.DataFrame) -> list[str]:

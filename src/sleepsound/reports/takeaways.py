@@ -29,6 +29,7 @@ from sleepsound.reports.tables import (
     teacher_models,
     teacher_row,
 )
+from sleepsound.training.metrics import PLATEAU_TOL
 
 NOISE_POINTS = 0.02  # one seed: differences below ~1-2 points are indistinguishable from noise
 NEAR_BEST = 0.01  # "within 1 point of the best"
@@ -249,14 +250,26 @@ def _attention_line(df: pd.DataFrame, table: pd.DataFrame, spread: float) -> str
 
 
 def _convergence_line(df: pd.DataFrame) -> str:
-    """Runs that the epoch cap stopped while their validation macro-F1 was still improving."""
-    capped = df[(~df["stopped_early"]) & (df["best_epoch"] >= df["epochs_ran"])]
-    early = int(df["stopped_early"].sum())
-    names = ", ".join(f"`{n}`" for n in capped["run_name"])
+    """How the runs ended: early stop, plateau at the epoch budget, or still improving there
+    (not converged; named)."""
+    ended = df["convergence"].value_counts()
+    improving = df[df["convergence"] == "improving"]["run_name"]
+    names = ", ".join(f"`{n}`" for n in improving)
+    counts = ", ".join(
+        f"{int(ended.get(kind, 0))} {words}"
+        for kind, words in (
+            ("early stop", "stopped early (patience)"),
+            ("plateau", "reached their epoch budget on a plateau (mean validation macro-F1 of "
+             f"the last fifth of the epochs within {PLATEAU_TOL:g} of the fifth before)"),
+        )
+    )  # fmt: skip
+    unknown = int(ended.get("unknown", 0))
     return (
-        f"- Convergence: {early} of {len(df)} runs stopped early (patience); "
-        f"{len(capped)} reached the epoch cap with their best epoch last (still improving)"
-        + (f": {names}." if names else ".")
+        f"- Convergence: of {len(df)} runs, {counts}; **{len(improving)} still improving at "
+        "their epoch budget** (not converged)"
+        + (f": {names}" if names else "")
+        + (f"; {unknown} without an epoch history" if unknown else "")
+        + "."
     )
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
+
+PLATEAU_TOL = 0.01  # validation macro-F1 gain that still counts as "plateaued" (convergence)
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -58,3 +61,20 @@ def classification_metrics(
 ) -> tuple[dict, np.ndarray]:
     cm = confusion_matrix(y_true, y_pred, len(classes))
     return metrics_from_confusion(cm, classes), cm
+
+
+def convergence(history: list[dict], stopped_early: bool) -> str:
+    """How a run ended: ``"early stop"`` (patience ran out), ``"plateau"`` (it used its whole
+    epoch budget, and the mean validation macro-F1 of its last fifth of epochs - at least 2 -
+    is at most :data:`PLATEAU_TOL` above the mean of the as many epochs before them: means,
+    because one epoch's score on a small validation split jumps by more than that) or
+    ``"improving"`` (stopped by the epoch budget while still improving: not converged)."""
+    if stopped_early:
+        return "early stop"
+    f1 = [row["val_macro_f1"] for row in history]
+    window = max(2, math.ceil(len(f1) / 5))
+    if len(f1) < 2 * window:
+        return "improving"
+    last, before = f1[-window:], f1[-2 * window : -window]
+    gain = sum(last) / window - sum(before) / window
+    return "improving" if gain > PLATEAU_TOL else "plateau"

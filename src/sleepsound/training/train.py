@@ -38,11 +38,10 @@ from sleepsound.training.checkpoint import (
 )
 from sleepsound.training.data import SplitData, share_memory
 from sleepsound.training.distill import teacher_checkpoint, teacher_digest, teacher_logits
-from sleepsound.training.metrics import classification_metrics
+from sleepsound.training.metrics import classification_metrics, convergence
 
 EVAL_BATCH = 256  # batch size of evaluation passes (no gradients: larger is faster)
 AUGMENT_STREAM = 1  # augmentation draws come from their own (seed, epoch, 1) generator
-PLATEAU_TOL = 0.01  # validation macro-F1 gain that still counts as "plateaued" (convergence)
 EPOCH_FIELDS = [
     "epoch",
     "lr",
@@ -100,19 +99,6 @@ def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
     if cfg.schedule == "constant":
         return cfg.lr
     return cfg.lr * (1.0 + math.cos(math.pi * (epoch - 1) / cfg.epochs)) / 2.0
-
-
-def convergence(history: list[dict], stopped_early: bool, window: int) -> str:
-    """How a run ended: ``"early stop"`` (patience ran out), ``"plateau"`` (it reached its
-    epoch budget, and the best validation macro-F1 of its last ``window`` epochs is at most
-    :data:`PLATEAU_TOL` above the best before them) or ``"improving"`` (stopped by the epoch
-    budget while still improving: not converged)."""
-    if stopped_early:
-        return "early stop"
-    f1 = [row["val_macro_f1"] for row in history]
-    if len(f1) <= window or max(f1[-window:]) - max(f1[:-window]) > PLATEAU_TOL:
-        return "improving"
-    return "plateau"
 
 
 def autocast(device: torch.device, precision: str):
@@ -404,7 +390,7 @@ def finish_run(
             "patience": cfg.patience,
             "bad_epochs": state["bad_epochs"],
             "stopped_early": state["stopped_early"],
-            "convergence": convergence(state["history"], state["stopped_early"], cfg.patience),
+            "convergence": convergence(state["history"], state["stopped_early"]),
         },
         "duration_s": seconds,
         "train_seconds": state["train_seconds"],
