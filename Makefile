@@ -16,7 +16,12 @@ $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip -q
 
+# The demo needs the package only; the tests add their extras (pytest, ruff, Ray, ...).
 $(VENV)/.installed: $(BIN)/activate pyproject.toml constraints.txt
+	$(BIN)/pip install -q -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
@@ -34,7 +39,7 @@ demo: install
 	$(SS) detect $(NIGHT)/night.wav --model best-student --truth $(NIGHT)/events.csv --out results/detect
 	@echo "Look at: results/report.md, results/figures/, results/leaderboard.csv, results/detect/"
 
-test: install browser
+test: $(VENV)/.installed-test browser
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
@@ -47,11 +52,11 @@ browser:
 	  || echo "note: could not install chromium; the browser test will skip"; \
 	else echo "note: chromium/chromedriver missing (needs root + apt); the browser test will skip"; fi
 
-lint: install
+lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-bench: install
+bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/preprocess_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py
 

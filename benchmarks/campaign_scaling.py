@@ -1,4 +1,5 @@
-"""Campaign wall time: local executor vs Ray with 1 and 2 run slots, side by side, in one run;
+"""Campaign wall time: local executor vs a local worker pool vs Ray with 1 and 2 run slots, side
+by side, in one run;
 then a PROJECTION of the reference campaign (experiments/reference.json) on 1, 4 and 8 GPUs.
 
     python benchmarks/campaign_scaling.py --cache-dir results/cache/spectrograms
@@ -8,8 +9,12 @@ Measured part: the demo manifest (``--manifest``, optionally with fewer epochs /
 three times into fresh results folders under ``--out``:
 
   local     one run after another in this process (torch uses every core),
+  pool x2   the local executor with ``workers`` = CPUs: as many one-thread runs at once,
   ray x1    a local Ray instance, each run asking for all CPUs: one run at a time,
-  ray x2    the same instance, each run asking for half the CPUs: two runs at a time.
+  ray x2    the same instance, each run asking for half the CPUs: two runs at a time
+            (``--no-ray`` leaves both out).
+
+The manifest's ``threads`` and ``executor`` are dropped: each variant sets its own.
 
 For each: wall time, the sum of the run times, and whether every run's validation and test
 metrics equal the local executor's (thread counts differ between the variants, so small
@@ -65,6 +70,7 @@ def bench_manifest(src: Path, out: Path, epochs: int | None, seeds: int | None) 
     if seeds is not None:
         data["seeds"] = data.get("seeds", [42])[:seeds]
     data.pop("executor", None)
+    data.get("train", {}).pop("threads", None)
     path = out / src.name
     path.write_text(json.dumps(data, indent=1))
     return path
@@ -178,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clips", type=int, default=600, help="build a cache this size if none")
     ap.add_argument("--epochs", type=int, default=None, help="override the manifest's epochs")
     ap.add_argument("--seeds", type=int, default=None, help="use the first N seeds only")
+    ap.add_argument("--no-ray", action="store_true", help="measure local and pool only")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "campaign_scaling")
     args = ap.parse_args(argv)
 
@@ -191,9 +198,12 @@ def main(argv: list[str] | None = None) -> None:
     half = max(cpus // 2, 1)
     variants = [
         ("local", {"kind": "local"}),
+        (f"pool x{cpus}", {"kind": "local", "workers": cpus}),
         ("ray x1", {"kind": "ray", "cpus_per_run": cpus, "gpus_per_run": 0}),
         (f"ray x{cpus // half}", {"kind": "ray", "cpus_per_run": half, "gpus_per_run": 0}),
     ]
+    if args.no_ray:
+        variants = variants[:2]
     measured = []
     for name, executor in variants:
         print(f"--- {name}", flush=True)

@@ -519,7 +519,15 @@ class _Campaign:
             for s in tuning:
                 self.skip(s.run_name, "gate passed: not needed")
             return []
-        say(f"gate s{seed} failed: training {len(tuning)} teacher-tuning runs")
+        todo = sum(1 for s in tuning if not s.same_as)
+        say(
+            f"gate s{seed} failed: training {todo} teacher-tuning run(s)"
+            + (
+                f", skipping {len(tuning) - todo} identical to the teacher"
+                if todo < len(tuning)
+                else ""
+            )
+        )
         self.total += len(tuning)
         self.tuning[seed] = tuning
         train = []
