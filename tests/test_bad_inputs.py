@@ -170,6 +170,7 @@ ROWS = [
     Bad("lr-nan", [*TRAIN, "--lr", "nan"], ["--lr"]),
     Bad("weight-decay-inf", [*TRAIN, "--weight-decay", "inf"], ["--weight-decay", "finite"]),
     Bad("grad-clip-nan", [*TRAIN, "--grad-clip", "nan"], ["--grad-clip"]),
+    Bad("schedule-unknown", [*TRAIN, "--schedule", "linear"], ["--schedule", "cosine"]),
     Bad("class-weights-nan", [*TRAIN, "--class-weights", "nan,1,1"], ["--class-weights", "finite"]),
     Bad("class-weights-inf", [*TRAIN, "--class-weights", "1,inf,1"], ["--class-weights"]),
     Bad("tau-inf", [*DISTILL[:8], "inf", *DISTILL[9:]], ["--tau", "finite"], _copy_run),
