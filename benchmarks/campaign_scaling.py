@@ -62,9 +62,17 @@ def build_cache(out: Path, clips: int) -> Path:
     return cache
 
 
-def bench_manifest(src: Path, out: Path, epochs: int | None, seeds: int | None) -> Path:
-    """The manifest with fewer epochs / seeds (a copy under ``out``)."""
+def bench_manifest(
+    src: Path, out: Path, epochs: int | None, seeds: int | None, reference: Path
+) -> Path:
+    """The manifest with fewer epochs / seeds (a copy under ``out``), plus one phase-1 run of
+    each reference phase-1 model it lacks (the projection needs every model's epoch time)."""
     data = json.loads(src.read_text())
+    have = {run["model"] for run in data["phase1"]}
+    for run in json.loads(reference.read_text())["phase1"]:
+        if run["model"] not in have:
+            data["phase1"].append({"model": run["model"]})
+            have.add(run["model"])
     if epochs is not None:
         data.setdefault("train", {})["epochs"] = epochs
     if seeds is not None:
@@ -193,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (Path(cache) / "test.h5").is_file():
         print(f"{cache}: no cache; building a synthetic one of {args.clips} clips", flush=True)
         cache = build_cache(args.out, args.clips)
-    manifest = bench_manifest(args.manifest, args.out, args.epochs, args.seeds)
+    manifest = bench_manifest(args.manifest, args.out, args.epochs, args.seeds, args.reference)
     cpus = os.cpu_count() or 1
     half = max(cpus // 2, 1)
     variants = [
