@@ -14,17 +14,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sleepsound.config import DEFAULT_BUCKET_FRAMES
 from sleepsound.data.audio import check_policy
 from sleepsound.features.logmel import FEATURE_PARAMS
-from sleepsound.models.inputs import InputSpec
+from sleepsound.models.inputs import InputSpec, legacy_input_spec
 from sleepsound.runs import file_sha256
 from sleepsound.taxonomy import LABEL_TO_ID
 
 CARD_NAME = "model_card.json"
 REQUIRED_KEYS = ("classes", "model")
 LEGACY_SPEC_KEYS = ("input_scaling",)
-DEFAULT_CHANNELS = "mean"
 
 
 class CardError(ValueError):
@@ -36,23 +34,6 @@ def spec_from_checkpoint(ckpt: dict, where: str) -> InputSpec:
     from sleepsound.training.checkpoint import input_spec_of  # torch: only when exporting
 
     return input_spec_of(ckpt, where)
-
-
-def _legacy_spec(data: dict, n_channels: int, where: str) -> InputSpec:
-    scaling = data.get("input_scaling")
-    if not isinstance(scaling, dict) or not {"offset", "scale"} <= set(scaling):
-        raise CardError(f"{where}: no input_spec and no usable input_scaling")
-    try:
-        return InputSpec(
-            offset=float(scaling["offset"]),
-            scale=float(scaling["scale"]),
-            frames=data.get("frames", "bucket"),
-            bucket=int(data.get("bucket_frames", DEFAULT_BUCKET_FRAMES)),
-            channels=data.get("channels", DEFAULT_CHANNELS),
-            n_channels=n_channels,
-        )
-    except (TypeError, ValueError) as exc:
-        raise CardError(f"{where}: bad input scaling ({exc})") from exc
 
 
 def checkpoint_card(ckpt: dict, where: str = "checkpoint") -> dict:
@@ -74,7 +55,11 @@ def card_spec(card: dict, where: str = "model card") -> InputSpec:
         except ValueError as exc:
             raise CardError(str(exc)) from exc
     model = card.get("model") if isinstance(card.get("model"), dict) else {}
-    return _legacy_spec(card, int(card.get("in_channels", model.get("in_channels", 1))), where)
+    try:
+        n_channels = int(card.get("in_channels", model.get("in_channels", 1)))
+        return legacy_input_spec(card, where, n_channels)
+    except (TypeError, ValueError) as exc:
+        raise CardError(str(exc)) from exc
 
 
 def check_card(card, where: str) -> dict:

@@ -104,3 +104,23 @@ class InputSpec:
             return cls(**data)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: bad input spec ({exc})") from exc
+
+
+# keys of the loose form, before ``input_spec``: loose key -> InputSpec field
+_LEGACY_FIELDS = {"frames": "frames", "bucket_frames": "bucket", "channels": "channels",
+                  "n_channels": "n_channels"}  # fmt: skip
+
+
+def legacy_input_spec(data: dict, where: str, n_channels: int | None = None) -> InputSpec:
+    """The :class:`InputSpec` of a checkpoint or model card written before ``input_spec``
+    existed: ``input_scaling`` (with ``offset`` and ``scale``) plus whichever of ``frames``,
+    ``bucket_frames``, ``channels``, ``n_channels`` it has (the InputSpec defaults for the
+    rest; ``n_channels``, when given, wins). ValueError naming ``where`` otherwise."""
+    scaling = data.get("input_scaling")
+    if not isinstance(scaling, dict) or not {"offset", "scale"} <= set(scaling):
+        raise ValueError(f"{where}: no input_spec and no input_scaling with offset and scale")
+    spec = {"offset": scaling["offset"], "scale": scaling["scale"]}
+    spec.update({name: data[key] for key, name in _LEGACY_FIELDS.items() if key in data})
+    if n_channels is not None:
+        spec["n_channels"] = n_channels
+    return InputSpec.from_dict(spec, where)

@@ -15,7 +15,7 @@ from torch import nn
 
 from sleepsound.features.logmel import FEATURE_PARAMS
 from sleepsound.models import create_model_from_config
-from sleepsound.models.inputs import InputSpec
+from sleepsound.models.inputs import InputSpec, legacy_input_spec
 
 
 class CheckpointError(ValueError):
@@ -25,7 +25,6 @@ class CheckpointError(ValueError):
 # What every consumer (evaluate, distill, export, detect) reads from a checkpoint (plus the
 # input spec: ``input_spec``, or the older loose keys, see input_spec_of).
 REQUIRED_KEYS = ("state_dict", "model", "classes")
-LEGACY_SPEC_KEYS = ("input_scaling", "frames", "bucket_frames")  # checkpoints before InputSpec
 
 
 def checkpoint_payload(model: nn.Module, classes, spec: InputSpec, **extra) -> dict:
@@ -40,26 +39,15 @@ def checkpoint_payload(model: nn.Module, classes, spec: InputSpec, **extra) -> d
 
 
 def input_spec_of(ckpt: dict, where: Path | str = "checkpoint") -> InputSpec:
-    """The model-input contract of a checkpoint (or model card): its ``input_spec``, or one
-    rebuilt from the loose keys of older checkpoints. ValueError naming ``where`` otherwise."""
-    if "input_spec" in ckpt:
-        return InputSpec.from_dict(ckpt["input_spec"], str(where))
-    missing = [k for k in LEGACY_SPEC_KEYS if k not in ckpt]
-    if missing:
-        raise CheckpointError(f"{where}: lacks its input spec ('input_spec' or {missing})")
-    scaling = ckpt["input_scaling"]
-    if not isinstance(scaling, dict) or not {"offset", "scale"} <= set(scaling):
-        raise CheckpointError(f"{where}: input_scaling must hold offset and scale")
-    return InputSpec.from_dict(
-        {
-            "offset": scaling["offset"],
-            "scale": scaling["scale"],
-            "frames": ckpt["frames"],
-            "bucket": ckpt["bucket_frames"],
-            **{k: ckpt[k] for k in ("channels", "n_channels") if k in ckpt},
-        },
-        str(where),
-    )
+    """The model-input contract of a checkpoint: its ``input_spec``, or one rebuilt from the
+    loose keys of older checkpoints (:func:`~sleepsound.models.inputs.legacy_input_spec`).
+    CheckpointError naming ``where`` otherwise."""
+    try:
+        if "input_spec" in ckpt:
+            return InputSpec.from_dict(ckpt["input_spec"], str(where))
+        return legacy_input_spec(ckpt, str(where))
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
