@@ -192,10 +192,12 @@ def welch_test(
     else:
         p = float(stats.ttest_ind(xa, xb, equal_var=False).pvalue)
     significant = p < level
-    reason = (
-        f"Welch t-test p={p:.3g} {'<' if significant else '>='} {level}; 95% intervals "
-        f"{'overlap' if overlap else 'do not overlap'}"
-    )
+    intervals = "95% intervals do not overlap"
+    if overlap:  # overlapping intervals of two means do not rule out a difference of them
+        intervals = "95% intervals overlap"
+        if significant:
+            intervals += ", as they can for a real one"
+    reason = f"Welch t-test p={p:.3g} {'<' if significant else '>='} {level}; {intervals}"
     return Comparison(mean_a, mean_b, len(xa), len(xb), p, overlap, significant, reason)
 
 

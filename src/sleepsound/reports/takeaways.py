@@ -62,7 +62,7 @@ def _interval(row) -> str:
 
 def _describe(row) -> str:
     """A configuration of :func:`seed_table` in one phrase."""
-    aug = f", augmentation {row['augment']}" if row.get("augment") else ""
+    aug = f", augmentation {escape_md(row['augment'])}" if row.get("augment") else ""
     return (
         f"`{row['configuration']}` ({row['student']}{aug}, {int(row['params']):,} parameters): "
         f"test macro-F1 {_pct(row['test_macro_f1_mean'])}{_interval(row)}"
@@ -260,7 +260,7 @@ def _convergence_line(df: pd.DataFrame) -> str:
         for kind, words in (
             ("early stop", "stopped early (patience)"),
             ("plateau", "reached their epoch budget on a plateau (mean validation macro-F1 of "
-             f"the last fifth of the epochs within {PLATEAU_TOL:g} of the fifth before)"),
+             f"the last fifth of the epochs within {PLATEAU_TOL:g} of the best epoch before)"),
         )
     )  # fmt: skip
     unknown = int(ended.get("unknown", 0))

@@ -66,15 +66,16 @@ def classification_metrics(
 def convergence(history: list[dict], stopped_early: bool) -> str:
     """How a run ended: ``"early stop"`` (patience ran out), ``"plateau"`` (it used its whole
     epoch budget, and the mean validation macro-F1 of its last fifth of epochs - at least 2 -
-    is at most :data:`PLATEAU_TOL` above the mean of the as many epochs before them: means,
-    because one epoch's score on a small validation split jumps by more than that) or
-    ``"improving"`` (stopped by the epoch budget while still improving: not converged)."""
+    is at most :data:`PLATEAU_TOL` above the best single epoch before them) or ``"improving"``
+    (stopped by the epoch budget while its recent level still beats everything before it: not
+    converged). A mean of the last epochs, because one epoch's score on a small validation
+    split jumps by more than the tolerance; the best before, so one bad epoch earlier does not
+    make a flat run look like it is rising."""
     if stopped_early:
         return "early stop"
     f1 = [row["val_macro_f1"] for row in history]
     window = max(2, math.ceil(len(f1) / 5))
-    if len(f1) < 2 * window:
+    if len(f1) <= window:
         return "improving"
-    last, before = f1[-window:], f1[-2 * window : -window]
-    gain = sum(last) / window - sum(before) / window
+    gain = sum(f1[-window:]) / window - max(f1[:-window])
     return "improving" if gain > PLATEAU_TOL else "plateau"
