@@ -35,13 +35,15 @@ demo: install
 	$(SS) leaderboard
 	$(SS) report results
 	$(SS) export --run best-student --int8
-	$(SS) synth --night 0.25 --out $(NIGHT) --seed 1
+	$(SS) synth --night 1 --out $(NIGHT) --seed 1
 	$(SS) detect $(NIGHT)/night.wav --model best-student --truth $(NIGHT)/events.csv --out results/detect
 	@echo "Look at: results/report.md, results/figures/, results/leaderboard.csv, results/detect/"
 
+# Two pytest workers, one test file each at a time (a file's module fixtures are built once):
+# many tests wait on subprocesses (kill -9, Ray nodes, spawned workers), so two share the cores.
 test: $(VENV)/.installed-test browser
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The night-report test drives a real headless chromium: install it where it is missing and the
 # system allows (root + apt); elsewhere that test skips and says why.
