@@ -3,9 +3,11 @@
 
 Each run is :func:`sleepsound.campaign.execute.run_one` in a spawned process of its own (at
 most ``N`` at once), so the runs and files are those of the one-after-another local executor.
-Without Ray, a cluster or its start-up time, it fills a multi-core machine with small runs:
-small models use two threads poorly, so two one-thread runs together train more samples per
-second than one two-thread run (``benchmarks/campaign_scaling.py``).
+Without Ray, a cluster or its start-up time, it fills a multi-core machine with small runs.
+On the 2-core test machine it gains little: a demo run in a one-thread worker beside another
+takes 1.54x as long as alone on both cores (1.3x the samples/s in total), and a phase with an
+odd number of runs leaves a worker idle (``benchmarks/campaign_scaling.py``: 0.97x for one
+seed of the demo manifest, 5 runs).
 
 - **Threads**: a run whose config leaves ``threads`` unset uses ``CPUs // N`` threads in its
   worker. Runs are reproducible for a given thread count; for results identical to the
