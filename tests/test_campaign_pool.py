@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from sleepsound import runs as art
@@ -83,3 +88,49 @@ def test_pool_runs_match_in_process_and_a_dead_worker_is_recovered(
     for name in reference:
         assert rows[name]["state"] == "complete"
         assert scores(rows[name]["run_dir"]) == scores(reference[name]["run_dir"]), name
+
+
+def test_ctrl_c_marks_running_runs_interrupted_and_leaves_no_worker(tone_cache, tmp_path):
+    """SIGINT to the command's process group (what Ctrl-C in a terminal does): exit 130, the
+    runs in flight failed as interrupted, the rest still planned, no worker process left."""
+    manifest = write_manifest(tmp_path / "c.json", tmp_path / "r", tone_cache, 2)
+    data = json.loads(manifest.read_text())
+    data["train"]["epochs"] = 200  # still running when interrupted
+    data["phase1"].append({"model": "tinycnn", "label": "later"})
+    manifest.write_text(json.dumps(data))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLI, "campaign", "--manifest", str(manifest)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    runs_dir = tmp_path / "r" / "runs"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(runs_dir.glob("*/epochs.csv"))) < 2:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the campaign ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    rows = _status_file(tmp_path / "r" / "campaigns" / "pool")
+    failed = [r for r in rows.values() if r["state"] == "failed"]
+    assert len(failed) == 2 and all("interrupted" in r["error"] for r in failed), rows
+    assert sorted(r["state"] for r in rows.values()) == ["failed", "failed", "planned", "planned"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _group_alive(proc.pid):
+        time.sleep(0.2)
+    assert not _group_alive(proc.pid), "worker processes outlived the campaign"
+
+
+CLI = "import sys; from sleepsound.cli import app; app(sys.argv[1:], prog_name='sleepsound')"
+
+
+def _status_file(campaign_dir: Path) -> dict[str, dict]:
+    with open(campaign_dir / "status.csv", newline="") as f:
+        return {row["run_name"]: row for row in csv.DictReader(f)}
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
