@@ -520,14 +520,9 @@ class _Campaign:
                 self.skip(s.run_name, "gate passed: not needed")
             return []
         todo = sum(1 for s in tuning if not s.same_as)
-        say(
-            f"gate s{seed} failed: training {todo} teacher-tuning run(s)"
-            + (
-                f", skipping {len(tuning) - todo} identical to the teacher"
-                if todo < len(tuning)
-                else ""
-            )
-        )
+        skipped = len(tuning) - todo
+        same = f", skipping {skipped} identical to the teacher" if skipped else ""
+        say(f"gate s{seed} failed: training {todo} teacher-tuning run(s){same}")
         self.total += len(tuning)
         self.tuning[seed] = tuning
         train = []

@@ -152,8 +152,6 @@ def detect(
             ``mean``: the earlier rule, kept for comparison).
     """
     t0 = time.perf_counter()
-    if hop_rule not in ev.HOP_RULES:
-        raise ValueError(f"hop_rule must be one of {ev.HOP_RULES}, got {hop_rule!r}")
     path = Path(recording)
     out = Path(out_dir) if out_dir is not None else RESULTS_DIR / DETECT_SUBDIR / path.stem
     geo = Geometry.from_seconds(window, hop)

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from sleepsound.deploy.events import BACKGROUND, Event, hour_windows, label_seconds
+from sleepsound.deploy.events import BACKGROUND, Event, hour_windows, label_seconds, n_hops, runs
 
 LEVEL_BIN_S = 0.1  # level track resolution
 FLOOR_PERCENTILE = 20.0  # the night's noise floor per microphone
@@ -175,9 +175,8 @@ def source_cuts(
 
 def _hop_sources(event: Event, track_ms, floor, hop: float, bin_s: float) -> list[str]:
     """The source of every hop of ``event`` from the SOURCE_WINDOW_S around it."""
-    n = max(1, math.ceil(round(event.duration / hop, 9)))
     out = []
-    for j in range(n):
+    for j in range(n_hops(event.duration, hop)):
         centre = event.start + (j + 0.5) * hop
         lo = max(event.start, centre - SOURCE_WINDOW_S / 2)
         hi = min(event.end, centre + SOURCE_WINDOW_S / 2)
@@ -192,8 +191,9 @@ def _source_changes(event: Event, track_ms, floor, hop: float, bin_s: float) -> 
     sources = _hop_sources(event, track_ms, floor, hop, bin_s)
     min_hops = math.ceil(round(SOURCE_MIN_S / hop, 9))
     kept: list[list] = []  # [source, first hop, end hop]
-    for first, end in _source_runs(sources):
-        src = sources[first]
+    codes = np.array([SOURCES.index(src) for src in sources])
+    for code, first, end in runs(codes):
+        src = SOURCES[code]
         long = src != "unknown" and end - first >= min_hops
         if not kept:
             if long:
@@ -203,12 +203,6 @@ def _source_changes(event: Event, track_ms, floor, hop: float, bin_s: float) -> 
         else:
             kept[-1][2] = end
     return [round(event.start + first * hop, 6) for _, first, _ in kept[1:]]
-
-
-def _source_runs(sources: Sequence[str]) -> list[tuple[int, int]]:
-    """(first, end_exclusive) of maximal runs of one source."""
-    edges = [0] + [i for i in range(1, len(sources)) if sources[i] != sources[i - 1]]
-    return list(zip(edges, [*edges[1:], len(sources)], strict=True))
 
 
 def _confirmed(event: Event, cuts: list[float], track_ms, floor, bin_s: float) -> list[float]:
