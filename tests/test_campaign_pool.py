@@ -90,6 +90,31 @@ def test_pool_runs_match_in_process_and_a_dead_worker_is_recovered(
         assert scores(rows[name]["run_dir"]) == scores(reference[name]["run_dir"]), name
 
 
+def test_a_seed_distils_as_soon_as_its_own_phase_1_has_ended(tone_cache, tmp_path):
+    """Two workers, per seed a short TinyCNN and a long CRNN teacher. Seed 1's phase 2 starts
+    when its teacher ends, while seed 2's teacher is still training (before: only after all
+    of phase 1); the runs' metrics equal the in-process executor's, one run at a time."""
+    timing = {}
+    for workers in (1, 2):
+        manifest = write_manifest(tmp_path / f"w{workers}.json", tmp_path / f"w{workers}",
+                                  tone_cache, workers)  # fmt: skip
+        data = json.loads(manifest.read_text())
+        data["phase1"].append({"model": "crnn", "overrides": {"epochs": 8}})
+        data["teacher"] = {"model": "crnn"}
+        data["phase2"] = {"students": [{"model": "tinycnn"}], "alpha": [0.5], "tau": [2]}
+        manifest.write_text(json.dumps(data))
+        timing[workers] = status(run_campaign(manifest, progress=False))
+    sequential, pooled = timing[1], timing[2]
+    assert {r["state"] for r in pooled.values()} == {"complete"} and len(pooled) == 6
+    kd_s1, teacher_s2 = pooled["pool-p2_tinycnn_kd_a0.5_t2_s1"], pooled["pool-p1_crnn_s2"]
+    assert kd_s1["started"] < teacher_s2["finished"], (kd_s1, teacher_s2)
+    # one run at a time the order is unchanged: phase 1 of both seeds, then phase 2
+    last_p1 = max(r["finished"] for r in sequential.values() if r["phase"] == "phase1")
+    assert min(r["started"] for r in sequential.values() if r["phase"] == "phase2") >= last_p1
+    for name, row in sequential.items():
+        assert scores(pooled[name]["run_dir"]) == scores(row["run_dir"]), name
+
+
 def test_ctrl_c_marks_running_runs_interrupted_and_leaves_no_worker(tone_cache, tmp_path):
     """SIGINT to the command's process group (what Ctrl-C in a terminal does): exit 130, the
     runs in flight failed as interrupted, the rest still planned, no worker process left."""

@@ -12,7 +12,8 @@ seed of the demo manifest, 5 runs).
 - **Threads**: a run whose config leaves ``threads`` unset uses ``CPUs // N`` threads in its
   worker. Runs are reproducible for a given thread count; for results identical to the
   one-process executor, set ``threads`` in the manifest's ``train`` section.
-- **Order**: runs start in plan order as workers free up; at most ``N`` are running.
+- **Order**: runs start in plan order as workers free up, a seed's gate, tuning and phase 2
+  as soon as its own runs before them have ended; at most ``N`` are running.
 - **Failures**: a run that raises is recorded failed and the others go on (``--resume``
   continues it from its last checkpoint). A worker that dies (killed, out of memory) fails
   its own run only, with its exit code; one process per run keeps the others alive.
@@ -75,15 +76,18 @@ class PoolExecutor(Executor):
         self.context = multiprocessing.get_context("spawn")
 
     def run(self, camp, jobs: list[RunJob]) -> None:
-        queue = [dataclasses.replace(j, progress=False) for j in jobs]
+        queue = list(jobs)
         flight: dict[int, _Worker] = {}  # process sentinel -> worker
         try:
             while queue or flight:
                 while queue and len(flight) < self.workers:
-                    worker = self._start(camp, queue.pop(0))
+                    job = dataclasses.replace(queue.pop(0), progress=False)
+                    worker = self._start(camp, job)
                     flight[worker.process.sentinel] = worker
                 for sentinel in wait(list(flight)):
-                    camp.finished(self._outcome(camp, flight.pop(sentinel)))
+                    worker = flight.pop(sentinel)
+                    camp.finished(self._outcome(camp, worker))
+                    queue += camp.unlocked(worker.job.run_name)
         except KeyboardInterrupt:
             for worker in flight.values():
                 worker.process.join(JOIN_SECONDS)  # it got the SIGINT too: marks its run dir

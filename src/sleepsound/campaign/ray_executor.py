@@ -2,10 +2,10 @@
 
 Each run is one Ray task that calls :func:`sleepsound.campaign.execute.run_one`, the same
 function the local executor calls in-process, so both give the same runs and files. The
-campaign's driver keeps the phases: every ready run of a phase is submitted at once, Ray starts
-as many as the cluster's free resources allow (``cpus_per_run`` CPUs and ``gpus_per_run``
-GPUs each; fractional GPUs share one device), the gate is decided when phase 1 is complete,
-then tuning and phase 2 go the same way.
+campaign's driver keeps the phases: every phase-1 run is submitted at once, Ray starts as many
+as the cluster's free resources allow (``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs each;
+fractional GPUs share one device), and when the last phase-1 run of a seed ends, that seed's
+gate is decided and its tuning or phase-2 runs are submitted, while other seeds still train.
 
 - **Failures**: a run that raises, or whose worker dies (killed, out of memory, node lost), is
   submitted again - continuing from its last checkpoint - up to ``retries`` times, then marked
@@ -197,7 +197,7 @@ class RayExecutor(Executor):
         if self.owns_connection and ray.is_initialized():
             ray.shutdown()
 
-    # -- a batch
+    # -- the runs
 
     def _submit(self, job: RunJob, attempt: int):
         options = {
@@ -209,8 +209,9 @@ class RayExecutor(Executor):
         return _remote_task.options(**options).remote(job, os.getcwd(), self.board, attempt)
 
     def run(self, camp, jobs: list[RunJob]) -> None:
-        """Submit every job, record each as it starts and ends, retry failures, until all
-        ended. Ctrl-C: cancel what is in flight, mark it failed (interrupted), re-raise."""
+        """Submit every job, record each as it starts and ends, retry failures, submit what
+        each end unlocks, until all ended. Ctrl-C: cancel what is in flight, mark it failed
+        (interrupted), re-raise."""
         jobs = [dataclasses.replace(j, progress=False) for j in jobs]
         flight: dict = {}
         for job in jobs:
@@ -279,6 +280,9 @@ class RayExecutor(Executor):
             outcome.error = f"{outcome.error} ({entry.attempt} attempts)"
         view.finished.append((job.run_name, outcome.state, outcome.node))
         camp.finished(outcome, note=note)
+        for follow in camp.unlocked(job.run_name):
+            follow = dataclasses.replace(follow, progress=False)
+            flight[self._submit(follow, 1)] = _InFlight(follow, 1, time.time())
 
     def _interrupt(self, camp, flight) -> None:
         say("[bold red]interrupted[/]: cancelling the runs in flight")

@@ -3,11 +3,13 @@
     result = run_campaign("experiments/reference.json")              # a new campaign
     result = run_campaign("experiments/reference.json", resume=True) # continue / after changes
 
-Order: phase 1 for every seed; then per seed the gate (teacher = that seed's phase-1 teacher,
-best student = best validation macro-F1 among that seed's other phase-1 runs); when the teacher
-does not beat it by ``min_margin``, the tuning grid is trained for the teacher and the best
-teacher by validation macro-F1 (original or tuned) is kept; then phase 2 distils from each
-seed's chosen teacher.
+Order: phase 1 for every seed is queued first. As soon as the last phase-1 run of a seed ends,
+that seed's gate is decided (teacher = the seed's phase-1 teacher, best student = best
+validation macro-F1 among its other phase-1 runs); when the teacher does not beat it by
+``min_margin``, the tuning grid is trained for the teacher and the best teacher by validation
+macro-F1 (original or tuned) is kept; then phase 2 distils from the seed's chosen teacher. A
+seed's next runs join the back of the queue, so a worker that would wait for the slowest seed
+takes them instead; one run at a time, the order is phase 1 of all seeds, tuning, phase 2.
 
 Everything lands in ``<results_dir>/campaigns/<name>/``:
 
@@ -21,11 +23,12 @@ Everything lands in ``<results_dir>/campaigns/<name>/``:
 Run directories stay in ``<results_dir>/runs/<run name>/`` like any other run, and every
 finished run gets its leaderboard row. A failing run is recorded and the campaign goes on.
 
-Executors: the runs of one phase (all seeds) form one batch. The local executor (default) runs
-a batch one run after another in this process, or with ``workers`` > 1 in that many worker
+Executors: an executor takes the phase-1 runs and, after each run it reports ended, the runs
+that end unlocks (``_Campaign.unlocked``), until none is left. The local executor (default)
+runs them one after another in this process, or with ``workers`` > 1 in that many worker
 processes on this machine (:mod:`sleepsound.campaign.pool_executor`); the Ray executor
-(:mod:`sleepsound.campaign.ray_executor`) runs it in parallel on a Ray cluster, with retries.
-Both call :func:`sleepsound.campaign.execute.run_one` for each run and report through the same
+(:mod:`sleepsound.campaign.ray_executor`) runs them in parallel on a Ray cluster, with retries.
+All call :func:`sleepsound.campaign.execute.run_one` for each run and report through the same
 ``_Campaign`` methods, so plan, gate, files and results are the same.
 """
 
@@ -138,8 +141,10 @@ def phase2_config(
 
 
 def plan(manifest: Manifest) -> list[PlannedRun]:
-    """Every step in execution order: phase 1 (all seeds), then per seed the gate and its
-    conditional tuning runs, then phase 2 (all seeds) with the teacher to be decided."""
+    """Every step, in the order one run at a time executes them: phase 1 (all seeds), then per
+    seed the gate and its conditional tuning runs, then phase 2 (all seeds) with the teacher to
+    be decided. With several runs at once a seed's later steps start once its own runs before
+    them have ended (``_Campaign.unlocked``)."""
     steps: list[PlannedRun] = []
     teacher = manifest.teacher_run() if manifest.teacher else None
     teacher_cfg: dict[int, TrainConfig] = {}
@@ -270,7 +275,7 @@ def resources_line(spec: ExecutorSpec, steps: list[PlannedRun]) -> str:
         )
     if spec.kind == "local":
         return "executor local: one run at a time in this process (--executor ray: in parallel)"
-    widest = max((c["total"] for p, c in plan_counts(steps).items() if p != "gate"), default=0)
+    widest = plan_counts(steps)["phase1"]["total"]
     asks = f"{spec.cpus_per_run:g} CPU(s) and {spec.gpus_per_run:g} GPU(s)"
     if spec.address is None:
         cpus, gpus = machine_resources()
@@ -284,8 +289,9 @@ def resources_line(spec: ExecutorSpec, steps: list[PlannedRun]) -> str:
     else:
         where = f"the Ray cluster at {spec.address}: as many at once as its free resources allow"
     return (
-        f"executor ray: each run asks for {asks} on {where}; at most {widest} run(s) of one phase "
-        f"are ready together; a failing run is tried up to {1 + spec.retries} times"
+        f"executor ray: each run asks for {asks} on {where}; {widest} phase-1 run(s) are ready "
+        f"at once, a seed's later runs when its phase 1 ends; a failing run is tried up to "
+        f"{1 + spec.retries} times"
     )
 
 
@@ -456,15 +462,38 @@ class _Campaign:
         record = self.records[name]
         self.update(record, state="skipped", note=_join(record.note, reason))
 
-    def run(self, items: list[tuple[TrainConfig, str]]) -> None:
-        """Run these (config, phase) pairs: one after another (local) or in parallel (Ray)."""
-        if items:
-            self.executor.run(self, [self.job(cfg, phase) for cfg, phase in items])
+    # -- the schedule: phase 1 of every seed, then each seed on its own as its runs end
 
-    # -- phases
+    def run_all(self) -> None:
+        """Every run of the campaign: the executor starts with phase 1 and asks
+        :meth:`unlocked` after each run for what may follow."""
+        self.executor.run(self, [self.job(s.config, s.phase) for s in self.steps_of("phase1")])
 
-    def phase1(self) -> None:
-        self.run([(s.config, "phase1") for s in self.steps if s.phase == "phase1"])
+    def steps_of(self, phase: str, seed: int | None = None) -> list[PlannedRun]:
+        return [s for s in self.steps if s.phase == phase and seed in (None, s.seed)]
+
+    def unlocked(self, run_name: str) -> list[RunJob]:
+        """The runs that the end of ``run_name`` (recorded by :meth:`finished`) lets start.
+        After the last phase-1 run of a seed: that seed's gate, then its tuning runs (gate
+        failed) or its phase 2. After the last tuning run of a seed: the teacher is chosen,
+        then its phase 2. Otherwise none."""
+        record = self.records[run_name]
+        if not self._phase_ended(record.phase, record.seed):
+            return []
+        if record.phase == "phase1":
+            tuning = self.decide_gate(record.seed) if self.manifest.teacher else []
+            if tuning:
+                return [self.job(s.config, "tuning") for s in tuning]
+            return self.phase2_jobs(record.seed)
+        if record.phase == "tuning":
+            return self.phase2_jobs(record.seed)
+        return []
+
+    def _phase_ended(self, phase: str, seed: int) -> bool:
+        return all(
+            self.records[s.run_name].state not in ("planned", "running")
+            for s in self.steps_of(phase, seed)
+        )
 
     def decide_gate(self, seed: int) -> list[PlannedRun]:
         """Judge ``seed``'s teacher once its phase 1 is complete; returns the tuning runs to
@@ -570,38 +599,35 @@ class _Campaign:
     def _dir(self, run_name: str) -> Path:
         return Path(self.records[run_name].run_dir)
 
-    def gates_and_tuning(self) -> dict[int, Path | None]:
-        """Every seed's gate (phase 1 is complete), all tuning runs together, the teachers."""
-        tuning = [s for seed in self.manifest.seeds for s in self.decide_gate(seed)]
-        self.run([(s.config, "tuning") for s in tuning])
-        return {seed: self.choose_teacher(seed) for seed in self.manifest.seeds}
-
-    def phase2(self, teachers: dict[int, Path | None]) -> None:
-        items = []
-        for s in self.steps:
-            if s.phase != "phase2":
-                continue
-            teacher_dir = teachers.get(s.seed)
+    def phase2_jobs(self, seed: int) -> list[RunJob]:
+        """``seed``'s phase-2 runs, distilling from its chosen teacher; without one (no teacher
+        in the manifest, or it failed) they are skipped."""
+        teacher_dir = self.choose_teacher(seed) if self.manifest.teacher else None
+        jobs = []
+        for s in self.steps_of("phase2", seed):
             if teacher_dir is None:
                 self.done += 1
-                reason = self.gates.get(s.seed, {}).get("reason", "no teacher")
-                self.skip(s.run_name, f"no teacher for seed {s.seed}: {reason}")
+                reason = self.gates.get(seed, {}).get("reason", "no teacher")
+                self.skip(s.run_name, f"no teacher for seed {seed}: {reason}")
                 continue
-            items.append((s.config.model_copy(update={"teacher_run": teacher_dir}), "phase2"))
-        self.run(items)
+            config = s.config.model_copy(update={"teacher_run": teacher_dir})
+            jobs.append(self.job(config, "phase2"))
+        return jobs
 
 
 # ----------------------------------------------------------------------------- executors
 
 
 class Executor:
-    """Runs a batch of jobs and reports each through ``camp.started`` / ``camp.finished``.
+    """Runs the campaign's jobs and reports each through ``camp.started`` / ``camp.finished``.
     ``remote``: runs execute in other processes, possibly on other machines."""
 
     name = "local"
     remote = False
 
     def run(self, camp: _Campaign, jobs: list[RunJob]) -> None:
+        """Run ``jobs`` and, after each run's ``camp.finished``, the jobs
+        ``camp.unlocked(run_name)`` returns, until none is left."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -612,7 +638,9 @@ class LocalExecutor(Executor):
     """The default: each run in this process, one after another, in plan order."""
 
     def run(self, camp: _Campaign, jobs: list[RunJob]) -> None:
-        for job in jobs:
+        queue = list(jobs)
+        while queue:
+            job = queue.pop(0)
             counter = f"[{camp.done + 1}/{camp.total}]"
             say(f"[bold]{counter} {job.phase} {job.run_name}[/]: {job.config.model}")
             camp.started(job.run_name)
@@ -622,6 +650,7 @@ class LocalExecutor(Executor):
                 camp.finished(interrupted(job, camp.records[job.run_name].started))
                 raise
             camp.finished(outcome)
+            queue += camp.unlocked(job.run_name)
 
 
 def interrupted(job: RunJob, started: str) -> RunOutcome:
@@ -739,9 +768,7 @@ def run_campaign(
             f"{manifest.seeds} ({sum(s.conditional for s in steps)} more if a gate fails) -> "
             f"{cdir}"
         )
-        camp.phase1()
-        teachers = camp.gates_and_tuning() if manifest.teacher else {}
-        camp.phase2(teachers)
+        camp.run_all()
     finally:
         engine.close()
     result = CampaignResult(manifest, cdir, steps, camp.records, camp.gates)
