@@ -43,3 +43,25 @@ def test_channels_last_training_matches_the_default_layout(tone_cache, name):
     x = batches[0].x
     with torch.no_grad():
         assert torch.allclose(slow(x.contiguous()), fast(x), atol=TOL, rtol=0)
+
+
+def test_pool_before_relu_gives_the_reference_block_values_and_gradients():
+    """conv_block pools before its ReLU (a quarter of the elements to rectify); the reference
+    order conv -> ReLU -> pool gives the same output and the same weight gradients."""
+    from torch import nn
+
+    from sleepsound.models.tinycnn import conv_block
+
+    torch.manual_seed(0)
+    block = conv_block(4, 8, pool=True)
+    assert [type(m) for m in block] == [nn.Conv2d, nn.MaxPool2d, nn.ReLU]
+    reference = nn.Sequential(block[0], nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True))
+    x = torch.randn(3, 4, 16, 21)  # odd time length: the ceil-mode pool's partial window
+    grads = []
+    for net in (block, reference):
+        block[0].zero_grad()
+        y = net(x)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        grads.append((y.detach(), block[0].weight.grad.clone(), block[0].bias.grad.clone()))
+    for ours, ref in zip(*grads, strict=True):
+        torch.testing.assert_close(ours, ref, rtol=0, atol=0)
