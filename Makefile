@@ -9,12 +9,12 @@ SS := $(BIN)/sleepsound
 DATA ?= data/synthetic
 NIGHT ?= data/synthetic-night
 CACHE ?= results/cache/spectrograms
+LOGS := results/logs
 
 .PHONY: demo test install browser lint bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip -q
 
 # The demo needs the package only; the tests add their extras (pytest, ruff, Ray, ...).
 $(VENV)/.installed: $(BIN)/activate pyproject.toml constraints.txt
@@ -27,15 +27,22 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 install: $(VENV)/.installed
 
+# $(call side_by_side,FIRST,SECOND,NAME): two independent single-threaded steps at once on the
+# 2 cores; SECOND's output goes to results/logs/NAME.log and is shown when both have ended; the
+# line fails when either does.
+define side_by_side
+	@mkdir -p $(LOGS)
+	( $(2) ) > $(LOGS)/$(3).log 2>&1 & second=$$!; $(1); first=$$?; wait $$second; rc=$$?; \
+	cat $(LOGS)/$(3).log; [ $$first = 0 ] && [ $$rc = 0 ]
+endef
+
 demo: install
-	$(SS) synth --out $(DATA) --seed 0
+	$(call side_by_side,$(SS) synth --out $(DATA) --seed 0,$(SS) synth --night 1 --out $(NIGHT) --seed 1,synth-night)
 	$(SS) preprocess --data $(DATA) --cache-dir $(CACHE) --skip-existing
 	$(SS) report data --cache-dir $(CACHE)
 	$(SS) campaign --manifest experiments/demo.json --resume
 	$(SS) leaderboard
-	$(SS) report results
-	$(SS) export --run best-student --int8
-	$(SS) synth --night 1 --out $(NIGHT) --seed 1
+	$(call side_by_side,$(SS) export --run best-student --int8,$(SS) report results,report-results)
 	$(SS) detect $(NIGHT)/night.wav --model best-student --truth $(NIGHT)/events.csv --out results/detect
 	@echo "Look at: results/report.md, results/figures/, results/leaderboard.csv, results/detect/"
 
