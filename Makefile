@@ -13,8 +13,11 @@ LOGS := results/logs
 
 .PHONY: demo test install browser lint bench clean
 
+# A current pip installs the package ~20 s faster than Python 3.11's bundled pip 23.2 (95 s
+# against 116 s for torch and the rest, measured here).
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip -q
 
 # The demo needs the package only; the tests add their extras (pytest, ruff, Ray, ...).
 $(VENV)/.installed: $(BIN)/activate pyproject.toml constraints.txt

@@ -1,13 +1,17 @@
 """The local pool executor: a campaign's runs in parallel worker processes on this machine
 (``"executor": {"kind": "local", "workers": N}`` or ``campaign --workers N``).
 
-Each run is :func:`sleepsound.campaign.execute.run_one` in a spawned process of its own (at
-most ``N`` at once), so the runs and files are those of the one-after-another local executor.
-Without Ray, a cluster or its start-up time, it fills a multi-core machine with small runs.
-On the 2-core test machine it gains little: a demo run in a one-thread worker beside another
-takes 1.54x as long as alone on both cores (1.3x the samples/s in total), and a phase with an
-odd number of runs leaves a worker idle (``benchmarks/campaign_scaling.py``: 0.97x for one
-seed of the demo manifest, 5 runs).
+Each run is :func:`sleepsound.campaign.execute.run_one` in a process of its own (at most ``N``
+at once), so the runs and files are those of the one-after-another local executor. Without
+Ray, a cluster or its start-up time, it fills a multi-core machine with small runs. On the
+2-core test machine a demo run in a one-thread worker beside another takes 1.54x as long as
+alone on both cores (1.3x the samples/s in total).
+
+- **Processes**: each run's process is forked from a fork server (one per driver process,
+  started with the environment of its first pooled run) that has imported torch and the
+  training code once, so a run starts training without the ~5.5 s of imports a fresh
+  interpreter pays (torch, then ``torch._dynamo``, which ``torch.optim`` loads). The server has
+  run no torch op and started no thread, so forking it is safe.
 
 - **Threads**: a run whose config leaves ``threads`` unset uses ``CPUs // N`` threads in its
   worker. Runs are reproducible for a given thread count; for results identical to the
@@ -35,6 +39,9 @@ from sleepsound.campaign.execute import RunJob, RunOutcome, now, run_one
 from sleepsound.campaign.runner import Executor, interrupted
 from sleepsound.progress import say
 
+# imported once by the fork server: what every run needs before its first epoch
+FORK_SERVER_PRELOAD = ["torch", "torch._dynamo", "sleepsound.campaign.execute",
+                       "sleepsound.training.train"]  # fmt: skip
 JOIN_SECONDS = 30  # how long the driver waits for a worker to end after its result / Ctrl-C
 
 
@@ -66,14 +73,15 @@ class _Worker:
 
 
 class PoolExecutor(Executor):
-    """Runs each batch in up to ``workers`` spawned processes (see the module docstring)."""
+    """Runs the campaign in up to ``workers`` processes at once (see the module docstring)."""
 
     name = "local"
 
     def __init__(self, workers: int):
         self.workers = workers
         self.threads = threads_per_worker(workers)
-        self.context = multiprocessing.get_context("spawn")
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(FORK_SERVER_PRELOAD)
 
     def run(self, camp, jobs: list[RunJob]) -> None:
         queue = list(jobs)
