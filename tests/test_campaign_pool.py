@@ -1,14 +1,16 @@
-"""The local pool executor (``"executor": {"kind": "local", "workers": N}``): real spawned
-worker processes on this machine, the same runs as the in-process executor.
+"""The local pool executor (``"executor": {"kind": "local", "workers": N}``): real worker
+processes on this machine, the same runs as the in-process executor.
 
 A dead worker is made by ``tests/ray_faults/sitecustomize.py`` (put first on PYTHONPATH, which
-the spawned workers inherit): it calls ``os._exit(137)`` at a run's first saved epoch.
+the fork server inherits when the test starts it, and passes to every worker): it calls
+``os._exit(137)`` at a run's first saved epoch.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import multiprocessing.forkserver
 import os
 import signal
 import subprocess
@@ -70,6 +72,9 @@ def test_pool_runs_match_in_process_and_a_dead_worker_is_recovered(
     faults.write_text(json.dumps({"kill_once": {"pool-p1_tinycnn_s2": str(marker)}}))
     monkeypatch.setenv("SLEEPSOUND_FAULTS", str(faults))
     monkeypatch.setenv("PYTHONPATH", f"{FAULTS_DIR}:{Path(art.__file__).parents[2]}")
+    # the workers fork from a server started with the environment of its first use: stop one
+    # an earlier test in this process may have started, so that the faults reach them
+    multiprocessing.forkserver._forkserver._stop()
     manifest = write_manifest(tmp_path / "pool.json", tmp_path / "pool", tone_cache, 2)
     pool = run_campaign(manifest, progress=False)
 
