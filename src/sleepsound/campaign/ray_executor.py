@@ -212,10 +212,9 @@ class RayExecutor(Executor):
         """Submit every job, record each as it starts and ends, retry failures, submit what
         each end unlocks, until all ended. Ctrl-C: cancel what is in flight, mark it failed
         (interrupted), re-raise."""
-        jobs = [dataclasses.replace(j, progress=False) for j in jobs]
         flight: dict = {}
         for job in jobs:
-            flight[self._submit(job, 1)] = _InFlight(job, 1, time.time())
+            self._first_attempt(flight, job)
         view = _LiveView(camp, flight, self.spec.retries)
         seen: set[str] = set()
         live = Live(
@@ -281,8 +280,11 @@ class RayExecutor(Executor):
         view.finished.append((job.run_name, outcome.state, outcome.node))
         camp.finished(outcome, note=note)
         for follow in camp.unlocked(job.run_name):
-            follow = dataclasses.replace(follow, progress=False)
-            flight[self._submit(follow, 1)] = _InFlight(follow, 1, time.time())
+            self._first_attempt(flight, follow)
+
+    def _first_attempt(self, flight: dict, job: RunJob) -> None:
+        job = dataclasses.replace(job, progress=False)
+        flight[self._submit(job, 1)] = _InFlight(job, 1, time.time())
 
     def _interrupt(self, camp, flight) -> None:
         say("[bold red]interrupted[/]: cancelling the runs in flight")

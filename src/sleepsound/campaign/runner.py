@@ -470,6 +470,7 @@ class _Campaign:
         self.executor.run(self, [self.job(s.config, s.phase) for s in self.steps_of("phase1")])
 
     def steps_of(self, phase: str, seed: int | None = None) -> list[PlannedRun]:
+        """The plan's steps of ``phase`` (of one ``seed``, or all)."""
         return [s for s in self.steps if s.phase == phase and seed in (None, s.seed)]
 
     def unlocked(self, run_name: str) -> list[RunJob]:
@@ -481,7 +482,7 @@ class _Campaign:
         if not self._phase_ended(record.phase, record.seed):
             return []
         if record.phase == "phase1":
-            tuning = self.decide_gate(record.seed) if self.manifest.teacher else []
+            tuning = self.decide_gate(record.seed)
             if tuning:
                 return [self.job(s.config, "tuning") for s in tuning]
             return self.phase2_jobs(record.seed)
@@ -498,13 +499,12 @@ class _Campaign:
     def decide_gate(self, seed: int) -> list[PlannedRun]:
         """Judge ``seed``'s teacher once its phase 1 is complete; returns the tuning runs to
         train (empty when the gate passes or cannot be decided)."""
-        steps = [s for s in self.steps if s.seed == seed]
-        p1 = [s for s in steps if s.phase == "phase1"]
+        p1 = self.steps_of("phase1", seed)
         teacher = next((s for s in p1 if s.is_teacher), None)
         if teacher is None:
             return []
         t_rec = self.records[teacher.run_name]
-        tuning = [s for s in steps if s.phase == "tuning"]
+        tuning = self.steps_of("tuning", seed)
         decision: dict = {"teacher_run": teacher.run_name}
         self.gates[seed] = decision
         if t_rec.state != "complete":
@@ -601,8 +601,8 @@ class _Campaign:
 
     def phase2_jobs(self, seed: int) -> list[RunJob]:
         """``seed``'s phase-2 runs, distilling from its chosen teacher; without one (no teacher
-        in the manifest, or it failed) they are skipped."""
-        teacher_dir = self.choose_teacher(seed) if self.manifest.teacher else None
+        in the manifest: no gate was decided; or it failed) they are skipped."""
+        teacher_dir = self.choose_teacher(seed)
         jobs = []
         for s in self.steps_of("phase2", seed):
             if teacher_dir is None:
